@@ -1,0 +1,46 @@
+# Front door over the CMake presets. Every target that needs the build bootstraps the Debian
+# packages first, so `make test` alone goes from a fresh clone to passing tests.
+#   make test                 build the release preset and run every test
+#   make bench                measurements (the full pipeline arrives with the next step)
+#   make lessons              build every lesson program
+#   make lesson N=1 ARGS="--workers 4"   run one lesson; exits with the program's own status
+#   make test PRESET=tsan     the same under ThreadSanitizer (also: debug, asan)
+PRESET ?= release
+BUILD := build/$(PRESET)
+
+.PHONY: all bootstrap configure build test bench lessons lesson tidy format snippets clean
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+configure: bootstrap
+	@test -f $(BUILD)/CMakeCache.txt || cmake --preset $(PRESET)
+
+build: configure
+	cmake --build --preset $(PRESET)
+
+test: build
+	ctest --preset $(PRESET) -j $$(nproc)
+
+lessons: configure
+	cmake --build --preset $(PRESET) --target lessons
+
+lesson:
+	@test -n "$(N)" || { echo "make lesson: N is required, e.g. make lesson N=1 ARGS=\"--workers 4\" (N: 0-1)" >&2; exit 2; }
+	@scripts/lesson $(N) $(ARGS)
+
+bench: build
+	@scripts/bench
+
+snippets:
+	@scripts/snippets --write
+
+tidy: configure
+	run-clang-tidy -p $(BUILD) -quiet 'workloads|models|lessons|benchmarks'
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
+
+clean:
+	rm -rf build

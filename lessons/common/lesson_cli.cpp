@@ -1,0 +1,426 @@
+// The shared lesson CLI. Flags are parsed by CLI11; every check that CLI11 cannot express (the io
+// workload, --fail-task past the task set, work past an hour, timeouts an executor cannot enforce)
+// throws usage_error, which main turns into one line and exit status 2.
+#include "lessons/common/lesson_cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "lessons/common/print.hpp"
+#include "models/check.hpp"
+#include "workloads/calibration.hpp"
+#include "workloads/verify.hpp"
+
+namespace clab {
+namespace {
+
+constexpr std::size_t k_max_tasks = 1'000'000;
+constexpr int k_max_workers = 1024;
+constexpr std::size_t k_max_threads_per_task = 4096;
+constexpr double k_max_task_us = 10'000'000.0;  // 10 s
+constexpr double k_max_work_s = 3600.0;         // Σ t_i of one run
+
+class usage_error : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct flags {
+  std::size_t tasks = 16;
+  int workers = 0;  // 0: the number of cores
+  std::string workload = "cpu";
+  double task_us = 10'000.0;
+  std::string dist = "fixed";
+  std::uint64_t seed = 1;
+  std::string executor;
+  bool list = false;
+  bool predict = false;
+  bool json = false;
+  bool gantt = false;
+  int repeat = 1;
+  std::optional<std::size_t> fail_task;
+  std::string fail_how = "throw";
+  std::optional<int> task_timeout_ms;
+};
+
+struct plan {
+  const executor* exec = nullptr;
+  task_set_spec spec;
+  int workers = 1;
+  fault inject = fault::none;
+};
+
+std::string names_of(std::span<const executor* const> execs) {
+  std::string s;
+  for (const executor* e : execs) s += (s.empty() ? "" : ", ") + std::string(e->name);
+  return s;
+}
+
+plan check(const flags& f, const lesson_info& lesson) {
+  plan p;
+  p.exec = lesson.executors.front();
+  if (!f.executor.empty()) {
+    const auto it = std::find_if(lesson.executors.begin(), lesson.executors.end(),
+                                 [&](const executor* e) { return e->name == f.executor; });
+    if (it == lesson.executors.end()) {
+      throw usage_error("--executor: unknown '" + f.executor +
+                        "'; allowed: " + names_of(lesson.executors));
+    }
+    p.exec = *it;
+  }
+  p.spec.tasks = f.tasks;
+  p.spec.kind = parse_workload(f.workload).value();
+  if (p.spec.kind == workload::io) {
+    throw usage_error(
+        "--workload: io arrives with lesson 08 (async I/O); allowed here: cpu, wait, "
+        "mixed");
+  }
+  p.spec.dist = parse_distribution(f.dist).value();
+  p.spec.task_us = f.task_us;
+  p.spec.seed = f.seed;
+  p.workers = f.workers > 0 ? f.workers : available_cores();
+
+  const double work_s = static_cast<double>(f.tasks) * f.task_us / 1e6;
+  if (work_s > k_max_work_s) {
+    throw usage_error("--tasks x --task-us: " + std::to_string(f.tasks) + " tasks of " +
+                      format_ns(static_cast<std::int64_t>(f.task_us * 1e3)) + " are " +
+                      std::to_string(static_cast<long long>(work_s)) +
+                      " s of work; allowed up to 3600 s per run");
+  }
+  if (p.exec->plan.workers == worker_rule::one_per_task && f.tasks > k_max_threads_per_task) {
+    throw usage_error("--tasks: executor '" + std::string(p.exec->name) +
+                      "' starts one thread per task; allowed 1-" +
+                      std::to_string(k_max_threads_per_task));
+  }
+  if (f.fail_task) {
+    if (*f.fail_task >= f.tasks) {
+      throw usage_error("--fail-task: " + std::to_string(*f.fail_task) +
+                        " is not a task id; allowed 0-" + std::to_string(f.tasks - 1) +
+                        " for --tasks " + std::to_string(f.tasks));
+    }
+    p.inject = parse_fault(f.fail_how).value();
+  }
+  if (f.task_timeout_ms && !p.exec->can_enforce_timeout) {
+    throw usage_error("--task-timeout-ms: executor '" + std::string(p.exec->name) +
+                      "' cannot stop a running task (a thread cannot be killed); processes can, "
+                      "from lesson 02");
+  }
+  return p;
+}
+
+std::string_view to_string(placement x) {
+  switch (x) {
+    case placement::static_blocks:
+      return "static blocks";
+    case placement::round_robin:
+      return "round robin";
+    case placement::dynamic_queue:
+      return "dynamic queue";
+    case placement::one_per_task:
+      return "one worker per task";
+  }
+  return "?";
+}
+
+nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
+                                 std::span<const task> tasks, const calibration& machine,
+                                 const prediction& pred, const checked_run* run) {
+  const task_set_totals tot = totals(tasks);
+  nlohmann::ordered_json j;
+  j["lesson"] = lesson.number;
+  j["executor"] = p.exec->name;
+  j["tasks"] = tasks.size();
+  j["workers"] = p.workers;
+  j["workers_used"] = pred.config.workers;
+  j["cores"] = machine.cores;
+  j["workload"] = to_string(p.spec.kind);
+  j["dist"] = to_string(p.spec.dist);
+  j["task_us"] = p.spec.task_us;
+  j["seed"] = p.spec.seed;
+  j["sum_task_ns"] = tot.sum_ns;
+  j["sum_cpu_ns"] = tot.sum_cpu_ns;
+  j["max_task_ns"] = tot.max_ns;
+  j["predicted_ns"] = pred.simulated.makespan_ns;
+  j["lower_bound_ns"] = pred.lower_bound_ns;
+  if (pred.graham_applies) {
+    j["graham"] = {{"workers", pred.graham_workers},
+                   {"lower_ns", pred.graham.lower_ns},
+                   {"upper_ns", pred.graham.upper_ns}};
+  } else {
+    j["graham"] = nullptr;  // mixed work: no single P of identical workers
+  }
+  j["model"] = {{"policy", to_string(pred.config.policy)},
+                {"waits", pred.config.waits == wait_mode::blocking ? "blocking" : "nonblocking"},
+                {"workers", pred.config.workers},
+                {"cores", pred.config.cores},
+                {"worker_start_ns", pred.config.worker_start_ns},
+                {"per_task_ns", pred.config.per_task_ns},
+                {"wait_overshoot_ns", pred.config.wait_overshoot_ns}};
+  j["calibration"] = {{"ns_per_iteration", machine.ns_per_iteration},
+                      {"ns_per_iteration_cv", machine.ns_per_iteration_cv},
+                      {"sleep_overshoot_ns", machine.sleep_overshoot_ns},
+                      {"thread_start_ns", machine.thread_start_ns}};
+  if (run == nullptr) {  // --predict: nothing measured
+    for (const char* k : {"makespan_ns", "ratio", "verified", "completed", "cv", "task_stretch"}) {
+      j[k] = nullptr;
+    }
+    j["verdict"] = "predicted";
+    j["cause"] = "";
+    j["failed"] = nlohmann::ordered_json::array();
+    j["problems"] = nlohmann::ordered_json::array();
+    j["makespans_ns"] = nlohmann::ordered_json::array();
+    return j;
+  }
+  j["makespan_ns"] = run->makespan_ns;
+  j["ratio"] = run->judged.ratio;
+  j["tolerance"] = default_tolerance(p.spec.kind);
+  j["verdict"] = run->judged.within ? "within" : "deviating";
+  j["cause"] = run->judged.cause;
+  j["verified"] = run->verified.ok;
+  j["completed"] = run->verified.completed;
+  j["failed"] = nlohmann::ordered_json::array();
+  for (const task_failure& f : run->run.failed) {
+    j["failed"].push_back({{"id", f.id}, {"cause", f.cause}});
+  }
+  j["problems"] = run->verified.problems;
+  j["repeats"] = run->makespans.size();
+  j["makespans_ns"] = run->makespans;
+  j["cv"] = run->cv;
+  j["task_stretch"] = run->task_stretch;
+  return j;
+}
+
+std::string count(int n, const char* noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
+void print_header(const lesson_info& lesson, const plan& p, std::span<const task> tasks,
+                  const calibration& machine) {
+  const task_set_totals tot = totals(tasks);
+  std::printf("lesson %s · %s · executor %s: %s\n", std::string(lesson.number).c_str(),
+              std::string(lesson.title).c_str(), std::string(p.exec->name).c_str(),
+              std::string(p.exec->summary).c_str());
+  std::printf(
+      "task set   %zu %s tasks, %s durations, mean %s, seed %llu: Σt_i = %s, max t_i = %s\n",
+      tasks.size(), std::string(to_string(p.spec.kind)).c_str(),
+      std::string(to_string(p.spec.dist)).c_str(),
+      format_ns(static_cast<std::int64_t>(p.spec.task_us * 1e3)).c_str(),
+      static_cast<unsigned long long>(p.spec.seed), format_ns(tot.sum_ns).c_str(),
+      format_ns(tot.max_ns).c_str());
+  std::printf(
+      "machine    %s · kernel %.3f ns/iteration (CV %.1f%%) · sleep overshoot %s · "
+      "thread start %s\n",
+      count(machine.cores, "core").c_str(), machine.ns_per_iteration,
+      machine.ns_per_iteration_cv * 100, format_ns(machine.sleep_overshoot_ns).c_str(),
+      format_ns(machine.thread_start_ns).c_str());
+}
+
+void print_model(const prediction& pred, std::span<const task> tasks) {
+  const sim_config& c = pred.config;
+  if (c.workers == 1) {
+    std::printf("model      one worker, tasks in order, on %s", count(c.cores, "core").c_str());
+  } else {
+    std::printf("model      %s, %s waits, %s on %s", std::string(to_string(c.policy)).c_str(),
+                c.waits == wait_mode::blocking ? "blocking" : "non-blocking",
+                count(c.workers, "worker").c_str(), count(c.cores, "core").c_str());
+  }
+  if (c.worker_start_ns > 0) {
+    std::printf(", %s per worker start", format_ns(c.worker_start_ns).c_str());
+  }
+  const task_set_totals tot = totals(tasks);
+  if (tot.sum_cpu_ns < tot.sum_ns) {
+    std::printf(", +%s per wait", format_ns(c.wait_overshoot_ns).c_str());
+  }
+  std::printf("\n");
+  if (pred.graham_applies) {
+    std::printf(
+        "bounds     Graham on P = %d: %s ≤ T ≤ %s for a greedy schedule · serial Σt_i = %s\n",
+        pred.graham_workers, format_ns(pred.graham.lower_ns).c_str(),
+        format_ns(pred.graham.upper_ns).c_str(), format_ns(pred.serial_ns).c_str());
+  } else {
+    std::printf("bounds     T ≥ max(Σc/min(P,cores), Σt/P, max t) = %s · serial Σt_i = %s\n",
+                format_ns(pred.lower_bound_ns).c_str(), format_ns(pred.serial_ns).c_str());
+  }
+}
+
+void print_run(const plan& p, std::span<const task> tasks, const prediction& pred,
+               const checked_run& run, bool show_gantt) {
+  const verdict& v = run.judged;
+  char tol[32];
+  std::snprintf(tol, sizeof tol, "±%.0f%%", default_tolerance(p.spec.kind) * 100);
+  std::printf("\n           %-11s %-11s %-7s %s\n", "measured", "predicted", "ratio", "verdict");
+  std::printf(
+      "makespan   %-11s %-11s %-7.3f %s\n", format_ns(run.makespan_ns).c_str(),
+      format_ns(pred.simulated.makespan_ns).c_str(), v.ratio,
+      v.within ? ("within " + std::string(tol)).c_str() : ("deviating: " + v.cause).c_str());
+  if (run.makespans.size() > 1) {
+    std::printf("repeats    %zu runs, median shown, CV %.1f%%\n", run.makespans.size(),
+                run.cv * 100);
+  }
+  if (run.verified.ok) {
+    std::printf("verified   yes: %zu of %zu tasks completed with serial's checksum",
+                run.verified.completed, tasks.size());
+    std::printf(run.verified.failed > 0 ? ", %zu failed (reported below)\n" : "\n",
+                run.verified.failed);
+  } else {
+    std::printf("verified   NO\n");
+    for (const std::string& problem : run.verified.problems) std::printf("  %s\n", problem.c_str());
+  }
+  for (const task_failure& f : run.run.failed) {
+    std::printf("failed     task %u: %s\n", f.id, f.cause.c_str());
+  }
+  if (run.makespan_ns > 0 && pred.serial_ns > 0 && pred.config.workers > 1) {
+    std::printf("speedup    %.2f× over the serial model Σt_i, with %s on %s\n",
+                static_cast<double>(pred.serial_ns) / static_cast<double>(run.makespan_ns),
+                count(pred.config.workers, "worker").c_str(),
+                count(pred.config.cores, "core").c_str());
+  }
+  if (show_gantt) {
+    const std::int64_t span = std::max(run.makespan_ns, pred.simulated.makespan_ns);
+    std::printf("\nmeasured timeline (0 to %s; '.' waiting, id digit computing):\n%s",
+                format_ns(span).c_str(),
+                gantt(tasks, run.run.records, span, pred.config.workers).c_str());
+    std::printf("model timeline:\n%s",
+                gantt(tasks, pred.simulated.timeline, span, pred.config.workers).c_str());
+  }
+}
+
+}  // namespace
+
+int lesson_main(const lesson_info& lesson, int argc, char** argv) {
+  const std::string program = "lesson " + std::string(lesson.number);
+  CLI::App app{program + " · " + std::string(lesson.title) +
+                   ": runs a task set on one executor, predicts its makespan from the model, "
+                   "measures it, verifies every checksum against serial's and judges the ratio.",
+               "lesson_" + std::string(lesson.number)};
+  flags f;
+  app.add_option("--tasks", f.tasks, "N: number of tasks")
+      ->check(CLI::Range(std::size_t{1}, k_max_tasks))
+      ->capture_default_str();
+  app.add_option("--workers", f.workers,
+                 "P: workers (threads); default: the cores this process may use")
+      ->check(CLI::Range(1, k_max_workers));
+  app.add_option("--workload", f.workload,
+                 "what a task does: cpu (compute), wait (sleep), mixed (half each: wait, then "
+                 "compute); io arrives with lesson 08")
+      ->check(CLI::IsMember({"cpu", "wait", "io", "mixed"}))
+      ->capture_default_str();
+  app.add_option("--task-us", f.task_us, "T: mean task duration in microseconds")
+      ->check(CLI::Range(0.0, k_max_task_us))
+      ->capture_default_str();
+  app.add_option("--dist", f.dist,
+                 "durations: fixed, uniform on [0, 2T], exp (mean T), bimodal (1 in 10 is 10x "
+                 "longer, sum N*T)")
+      ->check(CLI::IsMember({"fixed", "uniform", "exp", "bimodal"}))
+      ->capture_default_str();
+  app.add_option("--seed", f.seed,
+                 "S: seed of the task set (durations, kernel inputs), 0 to 2^64-1")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  if (lesson.executors.size() > 1) {
+    std::vector<std::string> names;
+    for (const executor* e : lesson.executors) names.emplace_back(e->name);
+    app.add_option("--executor", f.executor,
+                   "NAME: which executor (see --list); default: " + names.front())
+        ->check(CLI::IsMember(names));
+  }
+  app.add_flag("--list", f.list, "list this lesson's executors and exit");
+  app.add_flag("--predict", f.predict, "print the model's prediction and exit without running");
+  app.add_flag("--json", f.json, "print one JSON object on one line instead of the table");
+  app.add_flag("--gantt", f.gantt, "draw the measured and the modelled timelines");
+  app.add_option("--repeat", f.repeat, "R: run R times, judge the median, report the spread")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  auto* fail_task = app.add_option("--fail-task", f.fail_task, "K: inject a fault into task K")
+                        ->check(CLI::Range(std::size_t{0}, k_max_tasks - 1));
+  app.add_option(
+         "--fail-how", f.fail_how,
+         "the fault: throw (an exception), abort, segv (a real invalid store), hang (forever)")
+      ->check(CLI::IsMember({"throw", "abort", "segv", "hang"}))
+      ->needs(fail_task)
+      ->capture_default_str();
+  app.add_option("--task-timeout-ms", f.task_timeout_ms,
+                 "M: stop a task after M ms, where the executor can")
+      ->check(CLI::Range(1, 3'600'000));
+  app.footer(
+      "Exit status: 0 every task completed and verified; 1 a task failed or a checksum "
+      "differed; 2 bad input.");
+
+  plan p;
+  try {
+    app.parse(argc, argv);
+    if (f.list) {
+      for (const executor* e : lesson.executors) {
+        std::printf("%-10s %s\n", std::string(e->name).c_str(), std::string(e->summary).c_str());
+      }
+      return 0;
+    }
+    p = check(f, lesson);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::string what = e.what();
+    std::replace(what.begin(), what.end(), '\n', ' ');
+    std::fprintf(stderr, "%s: %s (see --help)\n", program.c_str(), what.c_str());
+    return 2;
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());
+    return 2;
+  }
+
+  const calibration machine = calibrate();
+  std::vector<task> tasks = make_task_set(p.spec, machine.ns_per_iteration);
+  if (f.fail_task) tasks[*f.fail_task].inject = p.inject;
+  const prediction pred = predict(*p.exec, tasks, p.workers, machine);
+
+  if (f.predict) {
+    if (f.json) {
+      std::cout << json_line(lesson, p, tasks, machine, pred, nullptr).dump() << '\n';
+    } else {
+      print_header(lesson, p, tasks, machine);
+      print_model(pred, tasks);
+      std::printf("\nprediction %s   (run without --predict to measure it)\n",
+                  format_ns(pred.simulated.makespan_ns).c_str());
+    }
+    return 0;
+  }
+  if (p.inject == fault::hang && !f.task_timeout_ms) {
+    std::fprintf(stderr,
+                 "%s: note: task %zu will hang forever and executor '%s' cannot stop it; "
+                 "press Ctrl-C to end the run\n",
+                 program.c_str(), *f.fail_task, std::string(p.exec->name).c_str());
+  }
+  if (!f.json) {
+    print_header(lesson, p, tasks, machine);
+    print_model(pred, tasks);
+    std::fflush(stdout);  // a fault that kills the process should not swallow the header
+  }
+
+  check_options opts;
+  opts.workers = p.workers;
+  opts.repeats = f.repeat;
+  opts.tolerance = default_tolerance(p.spec.kind);
+  if (f.task_timeout_ms) opts.task_timeout = std::chrono::milliseconds(*f.task_timeout_ms);
+  const std::vector<std::uint64_t> reference = reference_checksums(tasks);
+  checked_run run;
+  try {
+    run = run_and_check(*p.exec, tasks, pred, opts, reference);
+  } catch (const std::exception& e) {  // the run itself broke: a thread or process did not start
+    std::fprintf(stderr, "%s: the run failed: %s\n", program.c_str(), e.what());
+    return 1;
+  }
+
+  if (f.json) {
+    std::cout << json_line(lesson, p, tasks, machine, pred, &run).dump() << '\n';
+  } else {
+    print_run(p, tasks, pred, run, f.gantt);
+  }
+  return run.verified.ok && run.run.failed.empty() ? 0 : 1;
+}
+
+}  // namespace clab

@@ -1,0 +1,93 @@
+#include "models/check.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace clab {
+
+std::int64_t median(std::vector<std::int64_t> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+double coefficient_of_variation(std::span<const std::int64_t> values) {
+  if (values.size() < 2) return 0;
+  const double n = static_cast<double>(values.size());
+  const double mean = std::accumulate(values.begin(), values.end(), 0.0) / n;
+  double var = 0;
+  for (std::int64_t x : values)
+    var += (static_cast<double>(x) - mean) * (static_cast<double>(x) - mean);
+  return mean > 0 ? std::sqrt(var / (n - 1)) / mean : 0;
+}
+
+prediction predict(const executor& exec, std::span<const task> tasks, int workers,
+                   const calibration& machine) {
+  prediction p;
+  p.config = configure(exec.plan, workers, tasks.size(), machine);
+  // A task injected to throw does its wait and then throws where its CPU part would begin: it
+  // computes nothing, and the model knows that before the run. (abort, segv and hang end or stall
+  // the run, so no makespan is predicted for them beyond what is printed.)
+  std::vector<task> as_run(tasks.begin(), tasks.end());
+  for (task& t : as_run) {
+    if (t.inject == fault::throw_exception) t.cpu_ns = 0;
+  }
+  p.simulated = simulate(as_run, p.config);
+  const task_set_totals tot = totals(as_run);
+  const bool computes = tot.sum_cpu_ns > 0;
+  const bool waits = tot.sum_cpu_ns < tot.sum_ns;
+  p.graham_applies = !(computes && waits);
+  p.graham_workers =
+      computes ? effective_parallelism(p.config.workers, machine.cores) : p.config.workers;
+  p.graham = graham_bounds(as_run, p.graham_workers);
+  p.lower_bound_ns = makespan_lower_bound(as_run, p.config.workers, machine.cores);
+  p.serial_ns = serial_makespan(tasks);
+  return p;
+}
+
+checked_run run_and_check(const executor& exec, std::span<const task> tasks,
+                          const prediction& predicted, const check_options& options,
+                          std::span<const std::uint64_t> reference) {
+  checked_run out;
+  std::vector<run_result> runs;
+  out.verified.ok = true;
+  for (int r = 0; r < std::max(1, options.repeats); ++r) {
+    run_options ro;
+    ro.workers = options.workers;
+    ro.task_timeout = options.task_timeout;
+    run_result result = measure(exec, tasks, ro);
+    verification v = verify(tasks, result, reference);
+    if (!v.ok || r == 0) out.verified = std::move(v);  // keep the first failure, if any
+    out.makespans.push_back(result.makespan_ns);
+    runs.push_back(std::move(result));
+    if (!out.verified.ok) break;  // a failed verification is an error, not a data point
+  }
+  out.makespan_ns = median(out.makespans);
+  out.cv = coefficient_of_variation(out.makespans);
+  const auto at = std::find(out.makespans.begin(), out.makespans.end(), out.makespan_ns);
+  out.run = std::move(runs[static_cast<std::size_t>(at - out.makespans.begin())]);
+
+  double measured = 0;
+  double modelled = 0;
+  for (const task_record& r : out.run.records) {
+    const task_record& s = predicted.simulated.timeline.at(r.id);
+    measured += static_cast<double>(r.end_ns - r.start_ns);
+    modelled += static_cast<double>(s.end_ns - s.start_ns);
+  }
+  out.task_stretch = modelled > 0 ? measured / modelled : 1.0;
+
+  verdict_input in;
+  in.measured_ns = out.makespan_ns;
+  in.predicted_ns = predicted.simulated.makespan_ns;
+  in.tolerance = options.tolerance;
+  in.cv = out.cv;
+  in.task_stretch = out.task_stretch;
+  in.cpu_work = totals(tasks).sum_cpu_ns > 0;
+  in.runnable_threads = predicted.config.workers;
+  in.cores = predicted.config.cores;
+  out.judged = judge(in);
+  return out;
+}
+
+}  // namespace clab

@@ -1,0 +1,65 @@
+// Predict, run, verify, judge: the one path from a task set to a verdict, shared by the lesson
+// programs, the tests and the benchmarks. Look for: the prediction is made before the run, from
+// the executor's declared schedule and this machine's calibration, and every repetition is
+// verified.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "models/bounds.hpp"
+#include "models/simulate.hpp"
+#include "models/verdict.hpp"
+#include "workloads/calibration.hpp"
+#include "workloads/run.hpp"
+#include "workloads/verify.hpp"
+
+namespace clab {
+
+struct prediction {
+  sim_config config;     ///< what was simulated
+  sim_result simulated;  ///< the predicted makespan and per-task timeline
+  /// Graham's bounds hold where every worker is an identical machine: pure CPU work on
+  /// min(P, cores) workers, or pure waits on P (a sleeping worker needs no core). For mixed work
+  /// there is no such P, and only lower_bound_ns applies.
+  bool graham_applies = false;
+  int graham_workers = 1;
+  makespan_bounds graham;
+  std::int64_t lower_bound_ns = 0;  ///< max(Σc / min(P, C), Σt / P, max t), for any executor
+  std::int64_t serial_ns = 0;       ///< Σ t_i
+};
+
+/// The prediction for `exec` running `tasks` with P = workers requested on this machine.
+[[nodiscard]] prediction predict(const executor& exec, std::span<const task> tasks, int workers,
+                                 const calibration& machine);
+
+struct check_options {
+  int workers = 1;
+  int repeats = 1;          ///< runs; the median makespan is judged, their CV reported
+  double tolerance = 0.10;  ///< see default_tolerance()
+  std::optional<std::chrono::milliseconds> task_timeout;
+};
+
+struct checked_run {
+  run_result run;                       ///< the repetition with the median makespan
+  verification verified;                ///< ok only if every repetition verified
+  std::vector<std::int64_t> makespans;  ///< every repetition, in order
+  std::int64_t makespan_ns = 0;         ///< median
+  double cv = 0;                        ///< stddev / mean of makespans (0 for one run)
+  double task_stretch = 1.0;            ///< Σ measured task durations / Σ simulated ones
+  verdict judged;
+};
+
+/// Runs `repeats` times, verifies each run against `reference` (see reference_checksums()), and
+/// judges the median makespan against the prediction.
+[[nodiscard]] checked_run run_and_check(const executor& exec, std::span<const task> tasks,
+                                        const prediction& predicted, const check_options& options,
+                                        std::span<const std::uint64_t> reference);
+
+/// Median and coefficient of variation of a sample (0 for fewer than two values).
+[[nodiscard]] std::int64_t median(std::vector<std::int64_t> values);
+[[nodiscard]] double coefficient_of_variation(std::span<const std::int64_t> values);
+
+}  // namespace clab

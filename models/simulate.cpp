@@ -1,0 +1,234 @@
+// Event loop of the simulator: find the earliest next event (a worker becoming available, a wait
+// ending, a CPU phase finishing at its current share of the cores), advance every CPU phase to it,
+// then let workers move on. Time is kept in double nanoseconds and rounded at the end.
+#include "models/simulate.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <stdexcept>
+
+namespace clab {
+namespace {
+
+constexpr double k_inf = std::numeric_limits<double>::infinity();
+constexpr double k_eps = 1e-6;  // ns; phases shorter than this count as done
+
+enum class state : std::uint8_t { not_started, idle, cpu, waiting, done };
+
+struct worker_state {
+  state s = state::not_started;
+  double available_at = 0;
+  std::deque<std::size_t> own;    // static placements: this worker's tasks, in order
+  std::deque<std::size_t> ready;  // non-blocking: this worker's tasks whose wait has ended
+  std::size_t current = 0;
+  int phase = 0;         // 0 overhead, 1 wait, 2 cpu (blocking); 0 overhead, 2 cpu (non-blocking)
+  double remaining = 0;  // CPU ns left in this phase
+  double wake = 0;       // blocking wait ends
+};
+
+struct timer {
+  double at;
+  std::uint64_t seq;  // ties fire in the order the waits began
+  std::size_t task;
+  int worker;
+  bool operator>(const timer& o) const { return at != o.at ? at > o.at : seq > o.seq; }
+};
+
+class simulator {
+ public:
+  simulator(std::span<const task> tasks, const sim_config& c) : tasks_(tasks), c_(c) {
+    if (c.workers < 1 || c.cores < 1)
+      throw std::invalid_argument("simulate: workers and cores >= 1");
+    w_.resize(static_cast<std::size_t>(c.workers));
+    timeline_.resize(tasks.size());
+    const std::size_t n = tasks.size();
+    for (int k = 0; k < c.workers; ++k) {
+      worker_state& w = w_[static_cast<std::size_t>(k)];
+      w.available_at = static_cast<double>(c.worker_start_ns) * (k + 1);
+      if (c.policy == placement::static_blocks || c.policy == placement::one_per_task) {
+        const auto [b, e] = block_range(n, c.workers, k);
+        for (std::size_t i = b; i < e; ++i) w.own.push_back(i);
+      } else if (c.policy == placement::round_robin) {
+        for (std::size_t i = static_cast<std::size_t>(k); i < n; i += w_.size()) w.own.push_back(i);
+      }
+    }
+    if (c.policy == placement::dynamic_queue) {
+      for (std::size_t i = 0; i < n; ++i) shared_.push_back(i);
+    }
+  }
+
+  sim_result run() {
+    double makespan = 0;
+    for (;;) {
+      dispatch();
+      const double next = next_event();
+      if (next == k_inf) break;
+      advance_to(next);
+      makespan = now_;
+    }
+    sim_result r;
+    r.makespan_ns = static_cast<std::int64_t>(std::llround(makespan));
+    r.timeline = std::move(timeline_);
+    return r;
+  }
+
+ private:
+  bool dynamic() const { return c_.policy == placement::dynamic_queue; }
+  bool blocking() const { return c_.waits == wait_mode::blocking; }
+
+  std::deque<std::size_t>& source(worker_state& w) { return dynamic() ? shared_ : w.own; }
+  std::deque<std::size_t>& ready(worker_state& w) { return dynamic() ? shared_ready_ : w.ready; }
+
+  double wait_of(std::size_t i) const {
+    const auto w = static_cast<double>(tasks_[i].wait_ns);
+    return w > 0 ? w + static_cast<double>(c_.wait_overshoot_ns) : 0.0;
+  }
+
+  // Moves worker k into the next phase of its task with non-zero length, or finishes the task.
+  void enter_phase(std::size_t k, int phase) {
+    worker_state& w = w_[k];
+    const std::size_t i = w.current;
+    for (w.phase = phase; w.phase <= 2; ++w.phase) {
+      if (w.phase == 0 && c_.per_task_ns > 0) {
+        w.s = state::cpu;
+        w.remaining = static_cast<double>(c_.per_task_ns);
+        return;
+      }
+      if (w.phase == 1 && wait_of(i) > 0) {
+        if (blocking()) {
+          w.s = state::waiting;
+          w.wake = now_ + wait_of(i);
+        } else {  // park the task on a timer; the worker is free at once
+          timers_.push({now_ + wait_of(i), timer_seq_++, i, static_cast<int>(k)});
+          w.s = state::idle;
+        }
+        return;
+      }
+      if (w.phase == 2 && tasks_[i].cpu_ns > 0) {
+        w.s = state::cpu;
+        w.remaining = static_cast<double>(tasks_[i].cpu_ns);
+        return;
+      }
+      if (w.phase == 1 && !blocking()) {  // zero wait: ready at once
+        ready(w).push_back(i);
+        w.s = state::idle;
+        return;
+      }
+    }
+    timeline_[i].end_ns = static_cast<std::int64_t>(std::llround(now_));
+    w.s = state::idle;
+  }
+
+  // Lets every idle worker pick up work at the current time, in worker order.
+  void dispatch() {
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (std::size_t k = 0; k < w_.size(); ++k) {
+        worker_state& w = w_[k];
+        if (w.s == state::not_started && w.available_at <= now_ + k_eps) w.s = state::idle;
+        if (w.s != state::idle) continue;
+        if (!source(w).empty()) {  // start a new task (non-blocking executors do this first)
+          w.current = source(w).front();
+          source(w).pop_front();
+          task_record& r = timeline_[w.current];
+          r.id = tasks_[w.current].id;
+          r.worker = static_cast<std::int32_t>(k);
+          r.start_ns = static_cast<std::int64_t>(std::llround(now_));
+          enter_phase(k, 0);
+          moved = true;
+        } else if (!blocking() && !ready(w).empty()) {
+          w.current = ready(w).front();
+          ready(w).pop_front();
+          timeline_[w.current].worker = static_cast<std::int32_t>(k);
+          enter_phase(k, 2);
+          moved = true;
+        } else if (blocking()) {
+          w.s = state::done;
+        }
+      }
+    }
+  }
+
+  double rate() const {
+    int running = 0;
+    for (const worker_state& w : w_) running += w.s == state::cpu ? 1 : 0;
+    return running > c_.cores ? static_cast<double>(c_.cores) / running : 1.0;
+  }
+
+  double next_event() const {
+    double next = k_inf;
+    const double r = rate();
+    for (const worker_state& w : w_) {
+      if (w.s == state::not_started) next = std::min(next, w.available_at);
+      if (w.s == state::waiting) next = std::min(next, w.wake);
+      if (w.s == state::cpu) next = std::min(next, now_ + w.remaining / r);
+    }
+    if (!timers_.empty()) next = std::min(next, timers_.top().at);
+    return next;
+  }
+
+  void advance_to(double t) {
+    const double r = rate();
+    const double dt = t - now_;
+    now_ = t;
+    for (worker_state& w : w_) {
+      if (w.s == state::cpu) w.remaining -= dt * r;
+    }
+    // Timers fire in time order; their CPU parts become ready.
+    while (!timers_.empty() && timers_.top().at <= now_ + k_eps) {
+      const timer fired = timers_.top();
+      timers_.pop();
+      ready(w_[static_cast<std::size_t>(fired.worker)]).push_back(fired.task);
+    }
+    for (std::size_t k = 0; k < w_.size(); ++k) {
+      worker_state& w = w_[k];
+      if (w.s == state::waiting && w.wake <= now_ + k_eps) enter_phase(k, 2);
+      if (w.s == state::cpu && w.remaining <= k_eps) enter_phase(k, w.phase + 1);
+    }
+  }
+
+  std::span<const task> tasks_;
+  sim_config c_;
+  std::vector<worker_state> w_;
+  std::deque<std::size_t> shared_;
+  std::deque<std::size_t> shared_ready_;
+  std::priority_queue<timer, std::vector<timer>, std::greater<>> timers_;
+  std::uint64_t timer_seq_ = 0;
+  std::vector<task_record> timeline_;
+  double now_ = 0;
+};
+
+std::int64_t cost_of(unit_cost c, const calibration& m) {
+  switch (c) {
+    case unit_cost::none:
+      return 0;
+    case unit_cost::thread_start:
+      return m.thread_start_ns;
+  }
+  return 0;
+}
+
+}  // namespace
+
+sim_result simulate(std::span<const task> tasks, const sim_config& config) {
+  return simulator(tasks, config).run();
+}
+
+sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
+                     const calibration& machine) {
+  sim_config c;
+  c.policy = plan.policy;
+  c.waits = plan.waits;
+  c.workers = std::max(1, workers_used(plan, requested_workers, n));
+  c.cores = machine.cores;
+  c.worker_start_ns = cost_of(plan.worker_start, machine);
+  c.per_task_ns = cost_of(plan.per_task, machine);
+  c.wait_overshoot_ns = machine.sleep_overshoot_ns;
+  return c;
+}
+
+}  // namespace clab

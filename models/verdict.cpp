@@ -1,0 +1,49 @@
+#include "models/verdict.hpp"
+
+#include <cmath>
+#include <cstdio>
+
+namespace clab {
+namespace {
+
+std::string percent(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0f%%", x * 100.0);
+  return buf;
+}
+
+}  // namespace
+
+verdict judge(const verdict_input& in) {
+  verdict v;
+  if (in.predicted_ns <= 0) {
+    v.ratio = in.measured_ns <= 0 ? 1.0 : INFINITY;
+  } else {
+    v.ratio = static_cast<double>(in.measured_ns) / static_cast<double>(in.predicted_ns);
+  }
+  v.within = std::fabs(v.ratio - 1.0) <= in.tolerance;
+  if (v.within) return v;
+  if (v.ratio < 1.0) {
+    v.cause =
+        "faster than predicted: the calibration ran on a busy core, or the model counts an "
+        "overhead this executor does not pay";
+  } else if (in.cv > in.tolerance / 2) {
+    v.cause = "noise: repeated runs spread by CV " + percent(in.cv);
+  } else if (in.task_stretch > 1.0 + in.tolerance / 2) {
+    v.cause =
+        "the tasks themselves ran " + percent(in.task_stretch - 1.0) +
+        " longer than modelled: other load on the cores (noise), this run's own threads starting "
+        "and waking in numbers the model does not price, or a lower clock";
+  } else if (in.cpu_work && in.runnable_threads > in.cores) {
+    v.cause = "oversubscription: " + std::to_string(in.runnable_threads) + " threads on " +
+              std::to_string(in.cores) +
+              " cores pay for context switches and cache refills the model leaves out";
+  } else {
+    v.cause = "overhead the model leaves out (thread start, wake-up latency, hand-off)";
+  }
+  return v;
+}
+
+double default_tolerance(workload w) { return w == workload::wait ? 0.05 : 0.10; }
+
+}  // namespace clab

@@ -1,0 +1,35 @@
+// The verdict: a measurement against its prediction. Within tolerance, or deviating with the most
+// likely cause, judged from evidence the run itself collected (spread, task stretch, threads).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "workloads/task.hpp"
+
+namespace clab {
+
+struct verdict_input {
+  std::int64_t measured_ns = 0;
+  std::int64_t predicted_ns = 0;
+  double tolerance = 0.10;    ///< relative: 0.10 accepts ratios in [0.90, 1.10]
+  double cv = 0;              ///< spread of repeated measurements (stddev / mean); 0 for one run
+  double task_stretch = 1.0;  ///< Σ measured task durations / Σ simulated ones
+  bool cpu_work = true;       ///< the tasks have CPU parts
+  int runnable_threads = 1;   ///< workers that compete for cores
+  int cores = 1;
+};
+
+struct verdict {
+  double ratio = 0;     ///< measured / predicted
+  bool within = false;  ///< |ratio − 1| ≤ tolerance
+  std::string cause;    ///< empty when within; else the likely cause, one line
+};
+
+[[nodiscard]] verdict judge(const verdict_input& in);
+
+/// The tolerance this project holds each workload to on a noisy machine: 5 % for waits (the
+/// timer is precise), 10 % where CPU time is shared with whatever else runs.
+[[nodiscard]] double default_tolerance(workload w);
+
+}  // namespace clab

@@ -1,0 +1,207 @@
+// The lesson CLI contract (DESIGN.md §3), tested on the real programs as child processes: bad input
+// exits 2 with one line naming the flag; --json carries every field; faults exit 1 (or kill the
+// process, for threads); scripts/lesson passes the status through. Every child is reaped.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/subprocess.hpp"
+
+using clab::test::open_fd_count;
+using clab::test::process_result;
+using clab::test::run_process;
+
+namespace {
+
+process_result lesson(const char* path, std::vector<std::string> args, double timeout_s = 60) {
+  args.insert(args.begin(), path);
+  const int fds_before = open_fd_count();
+  process_result r = run_process(args, timeout_s);
+  CHECK(open_fd_count() == fds_before);  // no descriptor leaked by running the child
+  int status = 0;
+  CHECK(waitpid(-1, &status, WNOHANG) == -1);  // no child left behind, zombie or running
+  REQUIRE_FALSE(r.timed_out);
+  return r;
+}
+
+int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+const std::vector<std::string> k_fast = {"--tasks", "6", "--workload", "wait", "--task-us", "200"};
+
+std::vector<std::string> fast(std::vector<std::string> more) {
+  std::vector<std::string> a = k_fast;
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("bad input exits 2 with one line naming the flag and the allowed range",
+          "[cli][00][01]") {
+  struct bad_case {
+    std::vector<std::string> args;
+    std::vector<std::string> mentions;
+  };
+  const std::vector<bad_case> cases = {
+      {{"--tasks", "0"}, {"--tasks", "1", "1000000"}},
+      {{"--tasks", "-3"}, {"--tasks"}},
+      {{"--tasks", "2000000"}, {"--tasks", "1000000"}},
+      {{"--tasks", "many"}, {"--tasks"}},
+      {{"--workers", "0"}, {"--workers", "1024"}},
+      {{"--workers", "5000"}, {"--workers", "1024"}},
+      {{"--workload", "gpu"}, {"--workload", "cpu"}},
+      {{"--workload", "io"}, {"--workload", "lesson 08", "cpu, wait, mixed"}},
+      {{"--dist", "normal"}, {"--dist", "bimodal"}},
+      {{"--task-us", "-1"}, {"--task-us"}},
+      {{"--task-us", "1e9"}, {"--task-us"}},
+      {{"--repeat", "0"}, {"--repeat", "100"}},
+      {{"--seed", "-1"}, {"--seed"}},
+      {{"--tasks", "16", "--fail-task", "16"}, {"--fail-task", "0-15"}},
+      {{"--fail-task", "1", "--fail-how", "explode"}, {"--fail-how", "hang"}},
+      {{"--fail-how", "abort"}, {"--fail-how", "--fail-task"}},
+      {{"--task-timeout-ms", "100"}, {"--task-timeout-ms", "cannot"}},
+      {{"--task-timeout-ms", "0"}, {"--task-timeout-ms"}},
+      {{"--tasks", "1000000", "--task-us", "10000000"}, {"--tasks x --task-us", "3600 s"}},
+      {{"--no-such-flag"}, {"--no-such-flag"}},
+  };
+  for (const char* program : {LESSON_00, LESSON_01}) {
+    for (const bad_case& c : cases) {
+      CAPTURE(program, c.args);
+      const process_result r = lesson(program, c.args);
+      CHECK(r.exit_code == 2);
+      CHECK(r.out.empty());
+      CHECK(lines(r.err) == 1);
+      for (const std::string& m : c.mentions) CHECK_THAT(r.err, Catch::Contains(m));
+    }
+  }
+  SECTION("lesson 01's executor names and its per-task thread cap") {
+    process_result r = lesson(LESSON_01, {"--executor", "pool"});
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err, Catch::Contains("--executor") && Catch::Contains("per-task"));
+    r = lesson(LESSON_01, {"--tasks", "5000", "--executor", "per-task"});
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err, Catch::Contains("--tasks") && Catch::Contains("1-4096"));
+    CHECK(lesson(LESSON_01,
+                 {"--tasks", "5000", "--executor", "static", "--task-us", "0", "--workload", "cpu"})
+              .exit_code == 0);
+  }
+}
+
+TEST_CASE("the json output is one line with every field of the contract", "[cli][00][01]") {
+  for (const char* program : {LESSON_00, LESSON_01}) {
+    CAPTURE(program);
+    const process_result r =
+        lesson(program, fast({"--workers", "3", "--dist", "exp", "--seed", "9", "--json"}));
+    REQUIRE(r.exit_code == 0);
+    REQUIRE(lines(r.out) == 1);
+    const auto j = nlohmann::json::parse(r.out);
+    for (const char* key :
+         {"executor", "tasks", "workers", "workload", "dist", "seed", "sum_task_ns", "max_task_ns",
+          "makespan_ns", "predicted_ns", "ratio", "verdict", "verified", "completed", "failed",
+          "cause", "calibration", "graham", "model"}) {
+      CHECK(j.contains(key));
+    }
+    CHECK(j["tasks"] == 6);
+    CHECK(j["workers"] == 3);
+    CHECK(j["workload"] == "wait");
+    CHECK(j["dist"] == "exp");
+    CHECK(j["seed"] == 9);
+    CHECK(j["verified"] == true);
+    CHECK(j["completed"] == 6);
+    CHECK(j["failed"].empty());
+    CHECK(j["makespan_ns"].get<std::int64_t>() >= j["max_task_ns"].get<std::int64_t>());
+    CHECK(j["sum_task_ns"].get<std::int64_t>() >= j["max_task_ns"].get<std::int64_t>());
+    CHECK(j["ratio"].get<double>() > 0);
+    CHECK((j["verdict"] == "within" || j["verdict"] == "deviating"));
+  }
+}
+
+TEST_CASE("predict mode prints the prediction and runs nothing", "[cli][01]") {
+  // 64 waits of 10 s each would take over ten minutes serially; --predict must return at once.
+  const process_result r = lesson(LESSON_01,
+                                  {"--tasks", "64", "--workload", "wait", "--task-us", "10000000",
+                                   "--executor", "static", "--workers", "4", "--predict", "--json"},
+                                  30);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["makespan_ns"].is_null());
+  CHECK(j["verdict"] == "predicted");
+  CHECK(j["predicted_ns"].get<double>() == Approx(16 * 10e9).epsilon(0.01));  // ⌈64/4⌉ · 10 s
+  const process_result human = lesson(LESSON_00, fast({"--predict"}));
+  CHECK(human.exit_code == 0);
+  CHECK_THAT(human.out, Catch::Contains("prediction"));
+}
+
+TEST_CASE("list, help and the human table", "[cli][00][01]") {
+  process_result r = lesson(LESSON_01, {"--list"});
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("per-task") && Catch::Contains("static"));
+  r = lesson(LESSON_01, {"--help"});
+  CHECK(r.exit_code == 0);
+  for (const char* flag :
+       {"--tasks", "--workers", "--workload", "--task-us", "--dist", "--seed", "--executor",
+        "--predict", "--json", "--fail-task", "--fail-how", "--task-timeout-ms"}) {
+    CHECK_THAT(r.out, Catch::Contains(flag));
+  }
+  r = lesson(LESSON_00, fast({"--gantt"}));
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("makespan") && Catch::Contains("verified   yes") &&
+                        Catch::Contains("model timeline"));
+}
+
+TEST_CASE("a thrown fault exits 1 and reports the task; the others complete",
+          "[cli][fault][00][01]") {
+  for (const char* program : {LESSON_00, LESSON_01}) {
+    const process_result r = lesson(program, fast({"--fail-task", "3", "--json"}));
+    CHECK(r.exit_code == 1);
+    const auto j = nlohmann::json::parse(r.out);
+    CHECK(j["verified"] == true);
+    CHECK(j["completed"] == 5);
+    REQUIRE(j["failed"].size() == 1);
+    CHECK(j["failed"][0]["id"] == 3);
+    CHECK_THAT(j["failed"][0]["cause"].get<std::string>(), Catch::StartsWith("exception"));
+  }
+}
+
+TEST_CASE("abort or segfault in one thread kills the whole process", "[cli][fault][01]") {
+  // Threads share one address space: there is nothing to isolate a crash in. Lesson 02 differs.
+  // (A sanitizer build catches the signal itself, reports it and exits with an error instead.)
+  auto killed_by = [](const process_result& r, int sig, const char* sanitizer_word) {
+    return r.signal == sig ||
+           (CLAB_SANITIZED && r.exit_code > 0 && r.err.find(sanitizer_word) != std::string::npos);
+  };
+  process_result r = lesson(LESSON_01, fast({"--fail-task", "2", "--fail-how", "abort"}));
+  CHECK(killed_by(r, SIGABRT, "ABRT"));
+  CHECK_THAT(r.out, Catch::Contains("lesson 01"));  // the header was flushed before the crash
+  r = lesson(LESSON_01, fast({"--fail-task", "2", "--fail-how", "segv", "--executor", "static"}));
+  CHECK(killed_by(r, SIGSEGV, "SEGV"));
+}
+
+TEST_CASE("a hung task hangs a thread executor: it cannot be stopped", "[cli][fault][01]") {
+  const process_result r =
+      run_process({LESSON_01, "--tasks", "2", "--workload", "wait", "--task-us", "100",
+                   "--fail-task", "0", "--fail-how", "hang"},
+                  2.0);
+  CHECK(r.timed_out);  // run_process killed and reaped it
+  CHECK_THAT(r.err, Catch::Contains("cannot stop it"));
+}
+
+TEST_CASE("scripts/lesson passes the program's exit status through", "[cli][scripts]") {
+  const std::string script = std::string(SOURCE_DIR) + "/scripts/lesson";
+  process_result r =
+      run_process({script, "1", "--tasks", "4", "--workload", "wait", "--task-us", "100"}, 300);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("lesson 01"));
+  r = run_process({script, "0", "--tasks", "0"}, 300);
+  CHECK(r.exit_code == 2);
+  r = run_process(
+      {script, "1", "--tasks", "4", "--workload", "wait", "--task-us", "100", "--fail-task", "1"},
+      300);
+  CHECK(r.exit_code == 1);
+  r = run_process({script, "7"}, 60);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Catch::Contains("not built yet"));
+}

@@ -1,0 +1,73 @@
+// Model agreement on wait tasks, which a noisy 2-core machine cannot disturb much: a sleeping
+// thread needs no core. Ratios of measured to predicted, medians of repetitions, honest tolerances;
+// no absolute time is asserted.
+#include <catch2/catch.hpp>
+
+#include "lessons/00_serial/serial.hpp"
+#include "lessons/01_threads/threads.hpp"
+#include "models/bounds.hpp"
+#include "models/check.hpp"
+
+using namespace clab;
+
+namespace {
+
+checked_run check_waits(const executor& e, std::size_t n, double us, int workers, distribution d) {
+  const calibration m = calibrate();
+  const auto ts =
+      make_task_set({.tasks = n, .kind = workload::wait, .dist = d, .task_us = us, .seed = 3},
+                    m.ns_per_iteration);
+  const prediction p = predict(e, ts, workers, m);
+  return run_and_check(e, ts, p, {.workers = workers, .repeats = 3, .tolerance = 0.05},
+                       reference_checksums(ts));
+}
+
+}  // namespace
+
+TEST_CASE("16 waits of 20 ms on 4 threads take ⌈16/4⌉ · 20 ms", "[agreement][01]") {
+  const checked_run r = check_waits(static_threads_executor(), 16, 20'000, 4, distribution::fixed);
+  REQUIRE(r.verified.ok);
+  // The closed form and the simulation agree up to the modelled overheads (thread start,
+  // overshoot).
+  const double closed_form = static_cast<double>(equal_tasks_makespan(16, 4, 20'000'000));
+  CHECK(static_cast<double>(r.makespan_ns) / closed_form == Approx(1.0).epsilon(0.10));
+  // Physics: each thread sleeps 4 × 20 ms in a row, so no run can be shorter than that.
+  CHECK(static_cast<double>(r.makespan_ns) >= closed_form);
+  // The model adds measured overheads (thread start, sleep overshoot), themselves estimates: within
+  // 5 % either way, as for every wait workload. The median of three keeps a busy neighbour out.
+  CHECK(r.judged.ratio == Approx(1.0).margin(0.05));
+}
+
+TEST_CASE("serial waits add up: T = Σ t_i", "[agreement][00]") {
+  const checked_run r = check_waits(serial_executor(), 8, 5'000, 1, distribution::exp);
+  REQUIRE(r.verified.ok);
+  CHECK(r.judged.ratio == Approx(1.0).margin(0.05));
+}
+
+TEST_CASE("a thread per task overlaps every wait: T ≈ max t_i, not Σ t_i", "[agreement][01]") {
+  const checked_run r = check_waits(thread_per_task_executor(), 32, 20'000, 1, distribution::fixed);
+  REQUIRE(r.verified.ok);
+  CHECK(r.makespan_ns >= 20'000'000);     // physics: the longest wait
+  CHECK(r.makespan_ns < 2 * 20'000'000);  // all 32 overlap: nowhere near Σ t_i = 640 ms
+  CHECK(r.judged.ratio == Approx(1.0).margin(0.05));
+}
+
+TEST_CASE("static partition skew: two long waits in one block exceed Graham's greedy bound",
+          "[agreement][01]") {
+  // 20 waits of 1 ms, the first two 10 ms. On 4 threads the first block holds both long ones:
+  // 10 + 10 + 3 × 1 = 23 ms, while any greedy schedule finishes within Σt/P + (1 − 1/P)·max t = 17
+  // ms.
+  std::vector<task> ts(20);
+  for (std::uint32_t i = 0; i < ts.size(); ++i)
+    ts[i] = {.id = i, .wait_ns = i < 2 ? 10'000'000 : 1'000'000};
+  const calibration m = calibrate();
+  const prediction p = predict(static_threads_executor(), ts, 4, m);
+  CHECK(p.graham.upper_ns == 17'000'000);
+  CHECK(p.simulated.makespan_ns > p.graham.upper_ns);
+  const checked_run r =
+      run_and_check(static_threads_executor(), ts, p,
+                    {.workers = 4, .repeats = 3, .tolerance = 0.05}, reference_checksums(ts));
+  REQUIRE(r.verified.ok);
+  CHECK(r.judged.ratio == Approx(1.0).margin(0.05));
+  CHECK(r.makespan_ns > p.graham.upper_ns);
+}

@@ -1,0 +1,103 @@
+// Every executor of every lesson (lessons/registry): verified results for every workload and
+// distribution, P = 1 … 2 × cores, N = 0, 1, N < P and N > P; a thrown fault is reported while
+// every other task completes.
+#include <catch2/catch.hpp>
+#include <set>
+#include <string>
+
+#include "lessons/registry.hpp"
+#include "models/check.hpp"
+#include "workloads/calibration.hpp"
+#include "workloads/verify.hpp"
+
+using namespace clab;
+
+namespace {
+
+const calibration& machine() {
+  static const calibration m = calibrate();
+  return m;
+}
+
+std::vector<task> tasks_of(std::size_t n, workload w, distribution d, double us) {
+  return make_task_set({.tasks = n, .kind = w, .dist = d, .task_us = us, .seed = 11},
+                       machine().ns_per_iteration);
+}
+
+}  // namespace
+
+TEST_CASE("every executor produces verified results", "[executors][00][01]") {
+  const int max_p = 2 * machine().cores;
+  for (const executor* e : all_executors()) {
+    for (workload w : {workload::cpu, workload::wait, workload::mixed}) {
+      for (distribution d :
+           {distribution::fixed, distribution::uniform, distribution::exp, distribution::bimodal}) {
+        for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{37}}) {
+          const auto ts = tasks_of(n, w, d, 30);
+          const auto ref = reference_checksums(ts);
+          for (int p = 1; p <= max_p; ++p) {
+            CAPTURE(e->name, to_string(w), to_string(d), n, p);
+            const run_result r = measure(*e, ts, {.workers = p});
+            const verification v = verify(ts, r, ref);
+            INFO((v.problems.empty() ? std::string() : v.problems.front()));
+            REQUIRE(v.ok);
+            CHECK(v.completed == n);
+            CHECK(r.failed.empty());
+            CHECK(r.workers_used == workers_used(e->plan, p, n));
+            std::set<std::int32_t> workers;
+            for (const task_record& rec : r.records) {
+              CHECK(rec.start_ns >= 0);
+              CHECK(rec.end_ns >= rec.start_ns);
+              CHECK(rec.end_ns <= r.makespan_ns);
+              workers.insert(rec.worker);
+            }
+            if (n > 0) {
+              CHECK(*workers.begin() >= 0);
+              CHECK(*workers.rbegin() < r.workers_used);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("a thrown fault fails its task only; the others complete", "[executors][00][01][fault]") {
+  for (const executor* e : all_executors()) {
+    for (std::uint32_t bad : {0U, 5U, 11U}) {
+      CAPTURE(e->name, bad);
+      auto ts = tasks_of(12, workload::mixed, distribution::uniform, 50);
+      ts[bad].inject = fault::throw_exception;
+      const auto ref = reference_checksums(ts);
+      const run_result r = measure(*e, ts, {.workers = 3});
+      const verification v = verify(ts, r, ref);
+      CHECK(v.ok);
+      CHECK(v.completed == 11);
+      REQUIRE(r.failed.size() == 1);
+      CHECK(r.failed[0].id == bad);
+      CHECK_THAT(r.failed[0].cause, Catch::Contains("task " + std::to_string(bad)));
+    }
+  }
+}
+
+TEST_CASE("thousands of tiny tasks", "[executors][00][01]") {
+  for (const executor* e : all_executors()) {
+    CAPTURE(e->name);
+    const auto ts = tasks_of(2000, workload::cpu, distribution::exp, 1);
+    const auto ref = reference_checksums(ts);
+    const run_result r = measure(*e, ts, {.workers = 2 * machine().cores});
+    CHECK(verify(ts, r, ref).ok);
+  }
+}
+
+TEST_CASE("the registry names each executor once, under its lesson", "[executors]") {
+  std::set<std::string_view> names;
+  for (const executor* e : all_executors()) {
+    CHECK(names.insert(e->name).second);
+    CHECK(find_executor(e->name) == e);
+    CHECK(e->lesson.size() == 2);
+    CHECK(e->run != nullptr);
+    CHECK_FALSE(e->summary.empty());
+  }
+  CHECK(find_executor("no-such-executor") == nullptr);
+}

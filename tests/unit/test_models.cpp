@@ -1,0 +1,268 @@
+// Models: closed forms checked by hand, the simulator on hand-computed schedules, properties over
+// random task sets (Graham's bounds hold, equal tasks give ⌈N/P⌉·t), the verdict and the check.
+#include <catch2/catch.hpp>
+#include <vector>
+
+#include "models/bounds.hpp"
+#include "models/check.hpp"
+#include "models/simulate.hpp"
+#include "models/verdict.hpp"
+#include "workloads/execute.hpp"
+
+using namespace clab;
+
+namespace {
+
+std::vector<task> cpu_tasks(std::initializer_list<std::int64_t> ns) {
+  std::vector<task> ts;
+  for (std::int64_t c : ns)
+    ts.push_back({.id = static_cast<std::uint32_t>(ts.size()), .cpu_ns = c});
+  return ts;
+}
+
+std::vector<task> wait_tasks(std::initializer_list<std::int64_t> ns) {
+  std::vector<task> ts;
+  for (std::int64_t w : ns)
+    ts.push_back({.id = static_cast<std::uint32_t>(ts.size()), .wait_ns = w});
+  return ts;
+}
+
+sim_config cfg(placement p, int workers, int cores, wait_mode w = wait_mode::blocking) {
+  return {.policy = p, .waits = w, .workers = workers, .cores = cores};
+}
+
+std::vector<task> random_tasks(std::uint64_t seed, std::size_t n, bool cpu) {
+  std::vector<task> ts(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    seed = splitmix64(seed);
+    const auto d = static_cast<std::int64_t>(1 + seed % 1'000'000);
+    ts[i].id = static_cast<std::uint32_t>(i);
+    (cpu ? ts[i].cpu_ns : ts[i].wait_ns) = d;
+  }
+  return ts;
+}
+
+}  // namespace
+
+TEST_CASE("closed forms, by hand", "[models][bounds]") {
+  const auto ts = cpu_tasks({10, 20, 30, 40});
+  CHECK(serial_makespan(ts) == 100);
+  CHECK(serial_makespan(ts, 5) == 120);
+  CHECK(equal_tasks_makespan(16, 4, 20) == 80);
+  CHECK(equal_tasks_makespan(17, 4, 20) == 100);  // ⌈17/4⌉ = 5 rounds
+  CHECK(equal_tasks_makespan(3, 8, 20) == 20);
+  CHECK(equal_tasks_makespan(0, 8, 20) == 0);
+  const makespan_bounds g = graham_bounds(ts, 2);
+  CHECK(g.lower_ns == 50);  // max(100/2, 40)
+  CHECK(g.upper_ns == 70);  // 100/2 + (1 − 1/2)·40
+  CHECK(graham_bounds(ts, 1).lower_ns == 100);
+  CHECK(graham_bounds(ts, 1).upper_ns == 100);
+  CHECK(graham_bounds(ts, 8).lower_ns == 40);  // the longest task
+  CHECK(effective_parallelism(8, 2) == 2);
+  CHECK(effective_parallelism(1, 2) == 1);
+  CHECK(makespan_lower_bound(ts, 8, 2) == 50);  // Σc / min(P, C)
+  std::vector<task> mixed = {{.id = 0, .cpu_ns = 5, .wait_ns = 100},
+                             {.id = 1, .cpu_ns = 5, .wait_ns = 1}};
+  CHECK(overlap_lower_bound(mixed) == 105);  // max(Σc = 10, max t = 105)
+  CHECK_THROWS_AS(equal_tasks_makespan(4, 0, 1), std::invalid_argument);
+}
+
+TEST_CASE("simulator: hand-computed schedules", "[models][simulate]") {
+  SECTION("equal CPU tasks on as many cores as workers: ⌈N/P⌉·t") {
+    for (placement p :
+         {placement::static_blocks, placement::round_robin, placement::dynamic_queue}) {
+      CHECK(simulate(cpu_tasks({10, 10, 10, 10}), cfg(p, 2, 2)).makespan_ns == 20);
+    }
+  }
+  SECTION("more runnable CPU phases than cores share them: 3 × 10 on 2 cores end together at 15") {
+    const sim_result r = simulate(cpu_tasks({10, 10, 10}), cfg(placement::static_blocks, 3, 2));
+    CHECK(r.makespan_ns == 15);
+    for (const task_record& t : r.timeline) CHECK(t.end_ns == 15);
+  }
+  SECTION("processor sharing: 10 and 30 on one core, the short one ends at 20") {
+    const sim_result r = simulate(cpu_tasks({10, 30}), cfg(placement::static_blocks, 2, 1));
+    CHECK(r.timeline[0].end_ns == 20);
+    CHECK(r.makespan_ns == 40);
+  }
+  SECTION("blocking waits need no core: 4 waits of 10 on 4 workers and 1 core take 10") {
+    CHECK(simulate(wait_tasks({10, 10, 10, 10}), cfg(placement::static_blocks, 4, 1)).makespan_ns ==
+          10);
+  }
+  SECTION("static partition skew against a dynamic queue") {
+    const auto ts = cpu_tasks({40, 10, 10, 10});
+    CHECK(simulate(ts, cfg(placement::static_blocks, 2, 2)).makespan_ns ==
+          50);                                                                 // {40,10} | {10,10}
+    CHECK(simulate(ts, cfg(placement::round_robin, 2, 2)).makespan_ns == 50);  // {40,10} | {10,10}
+    const sim_result d = simulate(ts, cfg(placement::dynamic_queue, 2, 2));
+    CHECK(d.makespan_ns == 40);  // the other worker takes the three short ones
+    CHECK(d.timeline[3].worker == 1);
+    CHECK(d.timeline[3].start_ns == 20);
+  }
+  SECTION("the launcher starts worker k at (k + 1) · start cost") {
+    sim_config c = cfg(placement::one_per_task, 2, 2);
+    c.worker_start_ns = 5;
+    const sim_result r = simulate(wait_tasks({10, 10}), c);
+    CHECK(r.timeline[0].start_ns == 5);
+    CHECK(r.timeline[1].start_ns == 10);
+    CHECK(r.makespan_ns == 20);
+  }
+  SECTION("per-task overhead and wait overshoot add up serially") {
+    sim_config c = cfg(placement::static_blocks, 1, 1);
+    c.per_task_ns = 2;
+    CHECK(simulate(cpu_tasks({10, 10, 10}), c).makespan_ns == 36);
+    c.per_task_ns = 0;
+    c.wait_overshoot_ns = 1;
+    CHECK(simulate(wait_tasks({10, 0, 10}), c).makespan_ns ==
+          22);  // a zero wait does not overshoot
+  }
+  SECTION("mixed tasks, serial: Σ (w + c)") {
+    std::vector<task> ts(4, task{.cpu_ns = 2, .wait_ns = 10});
+    for (std::uint32_t i = 0; i < 4; ++i) ts[i].id = i;
+    CHECK(simulate(ts, cfg(placement::static_blocks, 1, 1)).makespan_ns == 48);
+    SECTION("non-blocking on one worker: all waits overlap, then the CPU parts queue") {
+      const sim_result r =
+          simulate(ts, cfg(placement::static_blocks, 1, 1, wait_mode::nonblocking));
+      CHECK(r.makespan_ns == 18);  // 10 of waiting, then 4 × 2 of computing
+      CHECK(r.makespan_ns >= overlap_lower_bound(ts));
+    }
+  }
+  SECTION("no tasks take no time") {
+    CHECK(simulate({}, cfg(placement::dynamic_queue, 4, 2)).makespan_ns == 0);
+  }
+  SECTION("bad configurations are rejected") {
+    CHECK_THROWS_AS(simulate(cpu_tasks({1}), cfg(placement::static_blocks, 0, 1)),
+                    std::invalid_argument);
+  }
+}
+
+TEST_CASE("simulator properties over random task sets", "[models][simulate][property]") {
+  for (std::uint64_t seed = 1; seed <= 200; ++seed) {
+    const std::size_t n = 1 + seed % 40;
+    const int p = 1 + static_cast<int>(seed % 7);
+    CAPTURE(seed, n, p);
+    // A dynamic queue is a greedy list schedule: Graham's bounds hold when every worker has a core
+    // (CPU tasks with P ≤ C) or when the tasks only wait (waits need no core at all).
+    const auto cpu = random_tasks(seed, n, true);
+    const makespan_bounds g = graham_bounds(cpu, p);
+    const std::int64_t dyn = simulate(cpu, cfg(placement::dynamic_queue, p, p)).makespan_ns;
+    CHECK(dyn >= g.lower_ns);
+    CHECK(dyn <= g.upper_ns + 1);
+    const auto waits = random_tasks(seed * 31, n, false);
+    const makespan_bounds gw = graham_bounds(waits, p);
+    const std::int64_t dw = simulate(waits, cfg(placement::dynamic_queue, p, 1)).makespan_ns;
+    CHECK(dw >= gw.lower_ns);
+    CHECK(dw <= gw.upper_ns + 1);
+    // Every policy, on any number of cores, respects the lower bound.
+    for (placement pl :
+         {placement::static_blocks, placement::round_robin, placement::dynamic_queue}) {
+      const int cores = 1 + static_cast<int>(seed % 3);
+      CHECK(simulate(cpu, cfg(pl, p, cores)).makespan_ns >=
+            makespan_lower_bound(cpu, p, cores) - 1);
+    }
+    // Equal tasks: ⌈N/P⌉·t exactly, whatever the policy.
+    std::vector<task> equal(n, task{.cpu_ns = 1000});
+    for (std::size_t i = 0; i < n; ++i) equal[i].id = static_cast<std::uint32_t>(i);
+    for (placement pl :
+         {placement::static_blocks, placement::round_robin, placement::dynamic_queue}) {
+      CHECK(simulate(equal, cfg(pl, p, p)).makespan_ns == equal_tasks_makespan(n, p, 1000));
+    }
+    // One worker, non-blocking: waits overlap, so T ≥ max(Σc, max t).
+    std::vector<task> mixed = random_tasks(seed * 7, n, true);
+    for (std::size_t i = 0; i < n; ++i) mixed[i].wait_ns = waits[i].wait_ns;
+    CHECK(
+        simulate(mixed, cfg(placement::static_blocks, 1, 1, wait_mode::nonblocking)).makespan_ns >=
+        overlap_lower_bound(mixed) - 1);
+  }
+}
+
+TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[models][simulate]") {
+  const calibration m{
+      .cores = 2, .ns_per_iteration = 1, .sleep_overshoot_ns = 50, .thread_start_ns = 20};
+  const sim_config c = configure({.policy = placement::one_per_task,
+                                  .workers = worker_rule::one_per_task,
+                                  .worker_start = unit_cost::thread_start},
+                                 4, 10, m);
+  CHECK(c.workers == 10);
+  CHECK(c.cores == 2);
+  CHECK(c.worker_start_ns == 20);
+  CHECK(c.per_task_ns == 0);
+  CHECK(c.wait_overshoot_ns == 50);
+  CHECK(configure({.workers = worker_rule::requested}, 4, 0, m).workers ==
+        1);  // N = 0 still simulates
+}
+
+TEST_CASE("verdict: within tolerance, or deviating with the likely cause", "[models][verdict]") {
+  verdict_input in{.measured_ns = 104, .predicted_ns = 100, .tolerance = 0.05};
+  verdict v = judge(in);
+  CHECK(v.within);
+  CHECK(v.ratio == Approx(1.04));
+  CHECK(v.cause.empty());
+
+  in.measured_ns = 94;
+  CHECK_THAT(judge(in).cause, Catch::StartsWith("faster than predicted"));
+
+  in.measured_ns = 120;
+  in.cv = 0.2;
+  CHECK_THAT(judge(in).cause, Catch::StartsWith("noise"));
+  in.cv = 0;
+  in.task_stretch = 1.15;
+  CHECK_THAT(judge(in).cause, Catch::Contains("15% longer"));
+  in.task_stretch = 1.0;
+  in.cpu_work = true;
+  in.runnable_threads = 8;
+  in.cores = 2;
+  CHECK_THAT(judge(in).cause, Catch::StartsWith("oversubscription: 8 threads on 2 cores"));
+  in.runnable_threads = 2;
+  CHECK_THAT(judge(in).cause, Catch::StartsWith("overhead"));
+  CHECK(default_tolerance(workload::wait) == 0.05);
+  CHECK(default_tolerance(workload::cpu) == 0.10);
+}
+
+namespace {
+
+// An executor that computes every checksum but the last one wrong: verification must catch it.
+run_result run_wrong_checksum(std::span<const task> tasks, const run_options& o) {
+  result_slots slots(tasks.size());
+  for (const task& t : tasks) slots.run_into(t, o.origin, 0);
+  run_result r = std::move(slots).collect(1);
+  if (!r.records.empty()) r.records.back().checksum += 1;
+  return r;
+}
+
+run_result run_correct(std::span<const task> tasks, const run_options& o) {
+  result_slots slots(tasks.size());
+  for (const task& t : tasks) slots.run_into(t, o.origin, 0);
+  return std::move(slots).collect(1);
+}
+
+}  // namespace
+
+TEST_CASE("run_and_check verifies every repetition and judges the median", "[models][check]") {
+  const calibration m = calibrate();
+  std::vector<task> ts = wait_tasks({200'000, 200'000, 200'000});
+  const auto ref = reference_checksums(ts);
+  const executor good{.name = "good", .plan = {.workers = worker_rule::one}, .run = run_correct};
+  const executor bad{
+      .name = "bad", .plan = {.workers = worker_rule::one}, .run = run_wrong_checksum};
+  const check_options o{.workers = 1, .repeats = 3, .tolerance = 0.5};
+
+  const checked_run ok = run_and_check(good, ts, predict(good, ts, 1, m), o, ref);
+  CHECK(ok.verified.ok);
+  CHECK(ok.makespans.size() == 3);
+  CHECK(ok.makespan_ns >= 600'000);  // three waits in a row cannot take less
+  CHECK(ok.judged.ratio > 0.9);
+
+  const checked_run wrong = run_and_check(bad, ts, predict(bad, ts, 1, m), o, ref);
+  CHECK_FALSE(wrong.verified.ok);
+  CHECK(wrong.makespans.size() == 1);  // a failed verification stops the repetitions
+  CHECK_THAT(wrong.verified.problems.at(0), Catch::Contains("task 2"));
+}
+
+TEST_CASE("median and coefficient of variation", "[models][check]") {
+  CHECK(median({5, 1, 3}) == 3);
+  CHECK(median({}) == 0);
+  const std::vector<std::int64_t> same{7, 7, 7};
+  CHECK(coefficient_of_variation(same) == 0);
+  const std::vector<std::int64_t> spread{90, 100, 110};
+  CHECK(coefficient_of_variation(spread) == Approx(0.1));
+}

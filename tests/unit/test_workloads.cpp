@@ -1,0 +1,239 @@
+// Workloads: generators (distributions, determinism), the kernel, partitions and verification.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <numeric>
+#include <set>
+
+#include "workloads/calibration.hpp"
+#include "workloads/execute.hpp"
+#include "workloads/kernel.hpp"
+#include "workloads/run.hpp"
+#include "workloads/task.hpp"
+#include "workloads/verify.hpp"
+
+using namespace clab;
+
+namespace {
+
+task_set_spec spec_of(std::size_t n, workload w, distribution d, double us = 1000,
+                      std::uint64_t seed = 7) {
+  task_set_spec s;
+  s.tasks = n;
+  s.kind = w;
+  s.dist = d;
+  s.task_us = us;
+  s.seed = seed;
+  return s;
+}
+
+std::vector<std::int64_t> durations(const std::vector<task>& ts) {
+  std::vector<std::int64_t> d;
+  for (const task& t : ts) d.push_back(t.duration_ns());
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("fixed durations: every task lasts exactly the mean", "[workloads][task]") {
+  const auto ts = make_task_set(spec_of(10, workload::cpu, distribution::fixed, 250), 2.0);
+  REQUIRE(ts.size() == 10);
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    CHECK(ts[i].id == i);
+    CHECK(ts[i].cpu_ns == 250'000);
+    CHECK(ts[i].wait_ns == 0);
+    CHECK(ts[i].cpu_iterations == 125'000);  // 250 µs at 2 ns per iteration
+  }
+}
+
+TEST_CASE("workloads split time into wait and CPU", "[workloads][task]") {
+  const auto wait = make_task_set(spec_of(5, workload::wait, distribution::fixed, 100), 1.0);
+  for (const task& t : wait) {
+    CHECK(t.wait_ns == 100'000);
+    CHECK(t.cpu_ns == 0);
+    CHECK(t.cpu_iterations == 0);
+  }
+  const auto mixed = make_task_set(spec_of(5, workload::mixed, distribution::exp, 100), 1.0);
+  for (const task& t : mixed) {
+    CHECK(t.wait_ns + t.cpu_ns == t.duration_ns());
+    CHECK(std::abs(t.wait_ns - t.cpu_ns) <= 1);
+  }
+  CHECK_THROWS_AS(make_task_set(spec_of(5, workload::io, distribution::fixed), 1.0),
+                  std::invalid_argument);
+}
+
+TEST_CASE("the same seed gives the same task set; another seed another", "[workloads][task]") {
+  for (distribution d : {distribution::uniform, distribution::exp, distribution::bimodal}) {
+    const auto a = make_task_set(spec_of(64, workload::cpu, d, 1000, 42), 1.5);
+    const auto b = make_task_set(spec_of(64, workload::cpu, d, 1000, 42), 1.5);
+    const auto c = make_task_set(spec_of(64, workload::cpu, d, 1000, 43), 1.5);
+    CHECK(durations(a) == durations(b));
+    CHECK(durations(a) != durations(c));
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i].seed == b[i].seed);
+  }
+}
+
+TEST_CASE("distributions have the documented shape", "[workloads][task]") {
+  constexpr std::size_t n = 20'000;
+  constexpr double mean_ns = 1'000'000;
+  auto mean_of = [](const std::vector<task>& ts) {
+    return static_cast<double>(totals(ts).sum_ns) / static_cast<double>(ts.size());
+  };
+  SECTION("uniform on [0, 2T]") {
+    const auto ts = make_task_set(spec_of(n, workload::cpu, distribution::uniform), 1.0);
+    for (const task& t : ts) REQUIRE((t.cpu_ns >= 0 && t.cpu_ns <= 2 * 1'000'000));
+    CHECK(mean_of(ts) == Approx(mean_ns).epsilon(0.02));
+  }
+  SECTION("exponential with mean T: a long tail, about 37% above the mean") {
+    const auto ts = make_task_set(spec_of(n, workload::cpu, distribution::exp), 1.0);
+    CHECK(mean_of(ts) == Approx(mean_ns).epsilon(0.03));
+    const auto above =
+        std::count_if(ts.begin(), ts.end(), [](const task& t) { return t.cpu_ns > 1'000'000; });
+    CHECK(static_cast<double>(above) / n == Approx(std::exp(-1.0)).epsilon(0.05));
+    CHECK(totals(ts).max_ns > 5 * 1'000'000);
+  }
+  SECTION("bimodal: one in ten is ten times as long, and the sum is exactly N·T") {
+    for (std::size_t tasks : {1U, 2U, 9U, 10U, 16U, 100U}) {
+      const auto ts = make_task_set(spec_of(tasks, workload::cpu, distribution::bimodal), 1.0);
+      const auto [lo, hi] = std::minmax_element(
+          ts.begin(), ts.end(), [](const task& a, const task& b) { return a.cpu_ns < b.cpu_ns; });
+      const auto n_long = std::count_if(ts.begin(), ts.end(),
+                                        [&](const task& t) { return t.cpu_ns == hi->cpu_ns; });
+      CHECK(n_long == static_cast<long>(std::max<std::size_t>(1, (tasks + 5) / 10)));
+      if (tasks > 1) {
+        CHECK(static_cast<double>(hi->cpu_ns) ==
+              Approx(10.0 * static_cast<double>(lo->cpu_ns)).margin(10));
+      }
+      CHECK(static_cast<double>(totals(ts).sum_ns) ==
+            Approx(static_cast<double>(tasks) * mean_ns).margin(static_cast<double>(tasks)));
+    }
+  }
+}
+
+TEST_CASE("names parse and print both ways", "[workloads][task]") {
+  for (const char* n : {"cpu", "wait", "io", "mixed"})
+    CHECK(to_string(parse_workload(n).value()) == n);
+  for (const char* n : {"fixed", "uniform", "exp", "bimodal"}) {
+    CHECK(to_string(parse_distribution(n).value()) == n);
+  }
+  for (const char* n : {"throw", "abort", "segv", "hang"})
+    CHECK(to_string(parse_fault(n).value()) == n);
+  CHECK_FALSE(parse_workload("gpu").has_value());
+  CHECK_FALSE(parse_distribution("normal").has_value());
+}
+
+TEST_CASE("the kernel is deterministic and depends on seed and length", "[workloads][kernel]") {
+  CHECK(spin(1, 1000) == spin(1, 1000));
+  CHECK(spin(1, 1000) != spin(2, 1000));
+  CHECK(spin(1, 1000) != spin(1, 1001));
+  CHECK(spin(0, 10) == spin(1, 10));  // zero is bumped off xorshift's fixed point
+  std::set<std::uint64_t> distinct;
+  for (std::uint64_t s = 0; s < 100; ++s) distinct.insert(spin(splitmix64(s), 64));
+  CHECK(distinct.size() == 100);
+}
+
+TEST_CASE("calibration measures positive, plausible costs", "[workloads][calibration]") {
+  const calibration c = calibrate();
+  CHECK(c.cores == available_cores());
+  CHECK(c.cores >= 1);
+  CHECK(c.ns_per_iteration > 0.05);  // no machine runs a dependent multiply chain faster
+  CHECK(c.ns_per_iteration < 1000);
+  CHECK(c.sleep_overshoot_ns >= 0);
+  CHECK(c.thread_start_ns > 0);
+}
+
+TEST_CASE("block_range partitions n tasks into P blocks differing by at most one",
+          "[workloads][run]") {
+  for (std::size_t n : {0U, 1U, 5U, 16U, 17U, 1000U}) {
+    for (int p : {1, 2, 3, 4, 7, 64}) {
+      std::size_t next = 0;
+      std::size_t smallest = n;
+      std::size_t largest = 0;
+      for (int k = 0; k < p; ++k) {
+        const auto [b, e] = block_range(n, p, k);
+        REQUIRE(b == next);  // contiguous, in order, no gap, no overlap
+        next = e;
+        smallest = std::min(smallest, e - b);
+        largest = std::max(largest, e - b);
+      }
+      CHECK(next == n);
+      CHECK(largest - smallest <= 1);
+    }
+  }
+}
+
+TEST_CASE("workers_used follows the executor's rule", "[workloads][run]") {
+  CHECK(workers_used({.workers = worker_rule::one}, 8, 5) == 1);
+  CHECK(workers_used({.workers = worker_rule::one}, 8, 0) == 0);
+  CHECK(workers_used({.workers = worker_rule::requested}, 8, 5) == 5);
+  CHECK(workers_used({.workers = worker_rule::requested}, 4, 50) == 4);
+  CHECK(workers_used({.workers = worker_rule::one_per_task}, 4, 50) == 50);
+}
+
+TEST_CASE("verification accepts a correct run and names every problem", "[workloads][verify]") {
+  const auto ts = make_task_set(spec_of(4, workload::cpu, distribution::fixed, 5), 1.0);
+  const auto ref = reference_checksums(ts);
+  run_result good;
+  for (const task& t : ts) good.records.push_back({.id = t.id, .checksum = ref[t.id]});
+  const verification ok = verify(ts, good, ref);
+  CHECK(ok.ok);
+  CHECK(ok.completed == 4);
+  CHECK(ok.problems.empty());
+
+  SECTION("a wrong checksum") {
+    run_result r = good;
+    r.records[2].checksum ^= 1U;
+    const verification v = verify(ts, r, ref);
+    CHECK_FALSE(v.ok);
+    REQUIRE(v.problems.size() == 1);
+    CHECK_THAT(v.problems[0], Catch::Contains("task 2") && Catch::Contains("differs"));
+  }
+  SECTION("a task run twice") {
+    run_result r = good;
+    r.records.push_back(r.records[1]);
+    const verification v = verify(ts, r, ref);
+    CHECK_FALSE(v.ok);
+    CHECK_THAT(v.problems.at(0), Catch::Contains("task 1 reported twice"));
+  }
+  SECTION("a task that never ran") {
+    run_result r = good;
+    r.records.pop_back();
+    const verification v = verify(ts, r, ref);
+    CHECK_FALSE(v.ok);
+    CHECK_THAT(v.problems.at(0), Catch::Contains("task 3 never ran"));
+  }
+  SECTION("a record for a task that does not exist") {
+    run_result r = good;
+    r.records.push_back({.id = 99, .checksum = 0});
+    CHECK_THAT(verify(ts, r, ref).problems.at(0), Catch::Contains("unknown task 99"));
+  }
+  SECTION("a failure reported for a task counts it once; reported and completed is twice") {
+    run_result r = good;
+    r.records.pop_back();
+    r.failed.push_back({.id = 3, .cause = "exception: x"});
+    const verification v = verify(ts, r, ref);
+    CHECK(v.ok);
+    CHECK(v.failed == 1);
+    r.failed.push_back({.id = 0, .cause = "exception: y"});
+    CHECK_FALSE(verify(ts, r, ref).ok);
+  }
+}
+
+TEST_CASE("compute fires the injected fault; throw names the task", "[workloads][execute]") {
+  auto ts = make_task_set(spec_of(3, workload::cpu, distribution::fixed, 1), 1.0);
+  ts[1].inject = fault::throw_exception;
+  CHECK(compute(ts[0]) == spin(ts[0].seed, ts[0].cpu_iterations));
+  try {
+    (void)compute(ts[1]);
+    FAIL("compute() should have thrown");
+  } catch (const task_error& e) {
+    CHECK(e.id() == 1);
+    CHECK_THAT(e.what(), Catch::Contains("task 1"));
+  }
+  result_slots slots(ts.size());
+  for (const task& t : ts) slots.run_into(t, run_clock::now(), 0);
+  const run_result r = std::move(slots).collect(1);
+  CHECK(r.records.size() == 2);
+  REQUIRE(r.failed.size() == 1);
+  CHECK(r.failed[0].id == 1);
+  CHECK_THAT(r.failed[0].cause, Catch::StartsWith("exception: injected"));
+}

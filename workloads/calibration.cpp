@@ -1,0 +1,96 @@
+// Each measurement repeats, and reports the median: on a shared machine one sample means little.
+#include "workloads/calibration.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "workloads/kernel.hpp"
+
+namespace clab {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+std::int64_t ns_since(clock_type::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count();
+}
+
+template <typename T>
+T median(std::vector<T> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::int64_t measure_sleep_overshoot() {
+  constexpr auto k_asked = std::chrono::milliseconds(1);
+  constexpr int k_samples = 15;
+  std::vector<std::int64_t> over;
+  for (int i = 0; i < k_samples; ++i) {
+    const auto t0 = clock_type::now();
+    std::this_thread::sleep_for(k_asked);
+    over.push_back(ns_since(t0) - std::chrono::nanoseconds(k_asked).count());
+  }
+  return median(std::move(over));
+}
+
+std::int64_t measure_thread_start() {
+  constexpr int k_samples = 32;
+  std::vector<std::int64_t> cost;
+  std::vector<std::jthread> threads;
+  threads.reserve(k_samples);
+  for (int i = 0; i < k_samples; ++i) {
+    const auto t0 = clock_type::now();
+    threads.emplace_back([] {});
+    cost.push_back(ns_since(t0));
+  }
+  threads.clear();  // joins
+  return median(std::move(cost));
+}
+
+}  // namespace
+
+int available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+}
+
+double calibrate_kernel(double* cv) {
+  constexpr std::uint64_t k_iterations = 1U << 18U;  // under a millisecond per sample
+  constexpr int k_samples = 41;
+  volatile std::uint64_t sink = spin(1, k_iterations);  // warm-up: page in, clock up
+  std::vector<double> per_iter;
+  for (int i = 0; i < k_samples; ++i) {
+    const auto t0 = clock_type::now();
+    sink = sink + spin(static_cast<std::uint64_t>(i) + 2U, k_iterations);
+    per_iter.push_back(static_cast<double>(ns_since(t0)) / static_cast<double>(k_iterations));
+  }
+  if (cv != nullptr) {
+    const double mean = std::accumulate(per_iter.begin(), per_iter.end(), 0.0) / k_samples;
+    double var = 0;
+    for (double x : per_iter) var += (x - mean) * (x - mean);
+    *cv = std::sqrt(var / k_samples) / mean;
+  }
+  // The lower quartile, not the median: another process can only slow a sample down, so the
+  // fast samples are the kernel's own speed and the slow ones are the neighbours' doing.
+  std::sort(per_iter.begin(), per_iter.end());
+  return per_iter[per_iter.size() / 4];
+}
+
+calibration calibrate() {
+  calibration c;
+  c.cores = available_cores();
+  c.ns_per_iteration = calibrate_kernel(&c.ns_per_iteration_cv);
+  c.sleep_overshoot_ns = measure_sleep_overshoot();
+  c.thread_start_ns = measure_thread_start();
+  return c;
+}
+
+}  // namespace clab

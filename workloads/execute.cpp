@@ -1,0 +1,101 @@
+#include "workloads/execute.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <thread>
+#include <utility>
+
+#include "workloads/kernel.hpp"
+
+namespace clab {
+namespace {
+
+[[noreturn]] void hang_forever() {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
+
+[[noreturn]] void segfault() {
+  // A real invalid store: the address comes through a volatile, so the compiler cannot see that it
+  // is null and replace the store with a trap instruction (which would raise SIGILL instead).
+  volatile std::uintptr_t address = 0;
+  *reinterpret_cast<volatile int*>(address) = 1;
+  std::abort();  // not reached
+}
+
+}  // namespace
+
+std::uint64_t compute(const task& t) {
+  switch (t.inject) {
+    case fault::none:
+      break;
+    case fault::throw_exception:
+      throw task_error(t.id, "injected exception in task " + std::to_string(t.id));
+    case fault::abort:
+      std::abort();
+    case fault::segv:
+      segfault();
+    case fault::hang:
+      hang_forever();
+  }
+  return spin(t.seed, t.cpu_iterations);
+}
+
+void blocking_wait(const task& t) {
+  if (t.wait_ns > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(t.wait_ns));
+}
+
+task_record run_blocking(const task& t, run_clock::time_point origin, int worker) {
+  task_record r;
+  r.id = t.id;
+  r.worker = worker;
+  r.start_ns = ns_since(origin);
+  blocking_wait(t);
+  r.checksum = compute(t);
+  r.end_ns = ns_since(origin);
+  return r;
+}
+
+std::string describe_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return std::string("exception: ") + e.what();
+  } catch (...) {
+    return "exception: (not derived from std::exception)";
+  }
+}
+
+void result_slots::run_into(const task& t, run_clock::time_point origin, int worker) {
+  try {
+    complete(run_blocking(t, origin, worker));
+  } catch (...) {
+    fail(t.id, describe_current_exception());
+  }
+}
+
+void result_slots::complete(const task_record& r) {
+  records_.at(r.id) = r;
+  state_[r.id] = slot::done;
+}
+
+void result_slots::fail(std::uint32_t id, std::string cause) {
+  causes_.at(id) = std::move(cause);
+  state_[id] = slot::failed;
+}
+
+run_result result_slots::collect(int workers_used) && {
+  run_result r;
+  r.workers_used = workers_used;
+  for (std::size_t i = 0; i < state_.size(); ++i) {
+    if (state_[i] == slot::done) r.records.push_back(records_[i]);
+    if (state_[i] == slot::failed) {
+      r.failed.push_back({static_cast<std::uint32_t>(i), std::move(causes_[i])});
+    }
+  }
+  return r;
+}
+
+}  // namespace clab

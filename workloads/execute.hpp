@@ -1,0 +1,62 @@
+// Running one task. Blocking executors call run_blocking(); asynchronous executors do the wait
+// their own way (a timer, a parked fiber) and then call compute(). Either way the injected fault
+// fires in compute(), so every executor meets it at the same point of the task.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "workloads/run.hpp"
+#include "workloads/task.hpp"
+
+namespace clab {
+
+/// Thrown by compute() for fault::throw_exception; names the task.
+class task_error : public std::runtime_error {
+ public:
+  task_error(std::uint32_t id, const std::string& what) : std::runtime_error(what), id_(id) {}
+  [[nodiscard]] std::uint32_t id() const { return id_; }
+
+ private:
+  std::uint32_t id_;
+};
+
+/// The CPU part: fires the task's injected fault (throw, abort, segfault or hang forever), then
+/// runs the kernel. Returns the task's checksum.
+[[nodiscard]] std::uint64_t compute(const task& t);
+
+/// The wait part for blocking executors: the calling thread sleeps for t.wait_ns.
+void blocking_wait(const task& t);
+
+/// A whole task on the calling thread: wait, compute, and the record stamped against `origin`.
+[[nodiscard]] task_record run_blocking(const task& t, run_clock::time_point origin, int worker);
+
+/// "exception: <what>" for the exception in flight; call from a catch block.
+[[nodiscard]] std::string describe_current_exception();
+
+/// One result slot per task. Slot i is written only by the worker that runs task i and read only
+/// after every worker has been joined; the join orders the writes before the reads, so no lock is
+/// needed. Usage: result_slots slots(n); ...workers call run_into()...; join; slots.collect(p).
+class result_slots {
+ public:
+  explicit result_slots(std::size_t n) : records_(n), causes_(n), state_(n, slot::empty) {}
+
+  /// run_blocking() for task t, on the calling worker; a thrown fault becomes t's failure.
+  void run_into(const task& t, run_clock::time_point origin, int worker);
+  void complete(const task_record& r);
+  void fail(std::uint32_t id, std::string cause);
+
+  /// The result: a record per completed slot, a failure per failed slot (empty slots are left
+  /// out, for verification to report). Call after every worker has been joined.
+  [[nodiscard]] run_result collect(int workers_used) &&;
+
+ private:
+  enum class slot : std::uint8_t { empty, done, failed };
+  std::vector<task_record> records_;
+  std::vector<std::string> causes_;
+  std::vector<slot> state_;
+};
+
+}  // namespace clab

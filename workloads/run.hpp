@@ -1,0 +1,106 @@
+// The one executor interface: every concurrency model is an `executor` value, called the same way
+// by the lesson programs, the tests and the benchmarks. An executor also declares its scheduling
+// policy (`schedule`), which models/ simulates to predict its makespan. Look for: the executor
+// states what it does in data, and the model predicts from that data, never from the measurement.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "workloads/task.hpp"
+
+namespace clab {
+
+using run_clock = std::chrono::steady_clock;
+
+/// One completed task: what it computed, when (ns since the run's origin) and on which worker.
+struct task_record {
+  std::uint32_t id = 0;
+  std::uint64_t checksum = 0;
+  std::int64_t start_ns = 0;
+  std::int64_t end_ns = 0;
+  std::int32_t worker = 0;
+};
+
+/// One task that did not complete, and why ("exception: ...", "killed by SIGSEGV", "timeout").
+struct task_failure {
+  std::uint32_t id = 0;
+  std::string cause;
+};
+
+struct run_options {
+  int workers = 1;                 ///< P, as asked; see workers_used() for what an executor starts
+  run_clock::time_point origin{};  ///< time zero of the run's records; measure() sets it
+  std::optional<std::chrono::milliseconds> task_timeout;  ///< only where can_enforce_timeout
+};
+
+struct run_result {
+  std::vector<task_record> records;  ///< one per completed task, in any order
+  std::vector<task_failure> failed;  ///< one per failed task
+  int workers_used = 0;              ///< threads (or processes) that ran tasks
+  std::int64_t makespan_ns = 0;      ///< set by measure(): origin to the executor's return
+};
+
+/// How tasks are placed on workers.
+enum class placement : std::uint8_t {
+  static_blocks,  ///< worker k runs one contiguous block of the task list (see block_range())
+  round_robin,    ///< worker k runs tasks k, k+P, k+2P, ...
+  dynamic_queue,  ///< one shared queue in task order; an idle worker takes the next task
+  one_per_task,   ///< a fresh worker for every task, all started by one launcher
+};
+
+/// What a worker does during a task's wait: sit in it (blocking), or park the task and run
+/// another (non-blocking: fibers, coroutines, event loops).
+enum class wait_mode : std::uint8_t { blocking, nonblocking };
+
+/// Measured per-unit costs (see calibration) that an executor pays.
+enum class unit_cost : std::uint8_t { none, thread_start };
+
+/// How many workers an executor starts for a requested P and N tasks.
+enum class worker_rule : std::uint8_t { one, requested, one_per_task };
+
+/// An executor's scheduling policy, as data: models/ simulates exactly this.
+struct schedule {
+  placement policy = placement::static_blocks;
+  wait_mode waits = wait_mode::blocking;
+  worker_rule workers = worker_rule::requested;
+  unit_cost worker_start = unit_cost::none;  ///< paid by the launcher, once per worker, in turn
+  unit_cost per_task = unit_cost::none;      ///< paid by the worker before each task
+};
+
+using run_function = run_result (*)(std::span<const task>, const run_options&);
+
+struct executor {
+  std::string_view name;     ///< the --executor value
+  std::string_view lesson;   ///< "01"
+  std::string_view summary;  ///< one line for --list
+  schedule plan;
+  bool can_enforce_timeout = false;  ///< true where a hung task can be stopped (processes)
+  run_function run = nullptr;
+};
+
+/// Workers an executor with this schedule starts for P requested and n tasks: 1, min(P, n) or n.
+[[nodiscard]] int workers_used(const schedule& plan, int requested, std::size_t n);
+
+/// The static partition shared by executors and the simulator: n tasks in `parts` contiguous
+/// blocks whose sizes differ by at most one (the first n % parts blocks are one longer).
+/// Returns [begin, end) of block k.
+[[nodiscard]] std::pair<std::size_t, std::size_t> block_range(std::size_t n, int parts, int k);
+
+/// Runs `tasks` on `exec` with time zero taken just before the call; sets makespan_ns.
+[[nodiscard]] run_result measure(const executor& exec, std::span<const task> tasks,
+                                 run_options options);
+
+/// Nanoseconds from `origin` to now.
+[[nodiscard]] inline std::int64_t ns_since(run_clock::time_point origin) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(run_clock::now() - origin).count();
+}
+
+}  // namespace clab

@@ -1,0 +1,29 @@
+// Verification: every run is checked, in Release builds too. Each task must appear exactly once,
+// as a record or as a reported failure, and every record's checksum must equal serial's.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "workloads/run.hpp"
+#include "workloads/task.hpp"
+
+namespace clab {
+
+/// The serial answer: each task's kernel checksum, computed on the calling thread, faults ignored.
+[[nodiscard]] std::vector<std::uint64_t> reference_checksums(std::span<const task> tasks);
+
+struct verification {
+  bool ok = false;            ///< every task once, every completed checksum equal to serial's
+  std::size_t completed = 0;  ///< records that matched
+  std::size_t failed = 0;     ///< tasks reported failed
+  std::vector<std::string> problems;  ///< one line each, naming the task
+};
+
+/// Checks `result` against `tasks` and the reference checksums (same order as tasks).
+[[nodiscard]] verification verify(std::span<const task> tasks, const run_result& result,
+                                  std::span<const std::uint64_t> reference);
+
+}  // namespace clab
