@@ -85,7 +85,7 @@ class simulator {
 
   double wait_of(std::size_t i) const {
     const auto w = static_cast<double>(tasks_[i].wait_ns);
-    return w > 0 ? w + static_cast<double>(c_.wait_overshoot_ns) : 0.0;
+    return w > 0 ? w + static_cast<double>(c_.wait_overshoot.at(tasks_[i].wait_ns)) : 0.0;
   }
 
   // Moves worker k into the next phase of its task with non-zero length, or finishes the task.
@@ -227,7 +227,7 @@ sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
   c.cores = machine.cores;
   c.worker_start_ns = cost_of(plan.worker_start, machine);
   c.per_task_ns = cost_of(plan.per_task, machine);
-  c.wait_overshoot_ns = machine.sleep_overshoot_ns;
+  c.wait_overshoot = machine.sleep_overshoot;
   return c;
 }
 

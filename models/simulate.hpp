@@ -19,9 +19,9 @@ struct sim_config {
   wait_mode waits = wait_mode::blocking;
   int workers = 1;
   int cores = 1;
-  std::int64_t worker_start_ns = 0;    ///< the launcher starts worker k at (k + 1) · this
-  std::int64_t per_task_ns = 0;        ///< CPU time a worker spends on each task besides its work
-  std::int64_t wait_overshoot_ns = 0;  ///< added to every non-zero wait (timer slack, wake-up)
+  std::int64_t worker_start_ns = 0;  ///< the launcher starts worker k at (k + 1) · this
+  std::int64_t per_task_ns = 0;      ///< CPU time a worker spends on each task besides its work
+  overshoot_curve wait_overshoot;    ///< added to every non-zero wait (timer slack, wake-up)
 };
 
 struct sim_result {

@@ -27,14 +27,12 @@ T median(std::vector<T> v) {
   return v[v.size() / 2];
 }
 
-std::int64_t measure_sleep_overshoot() {
-  constexpr auto k_asked = std::chrono::milliseconds(1);
-  constexpr int k_samples = 15;
+std::int64_t measure_sleep_overshoot(std::int64_t asked_ns, int samples) {
   std::vector<std::int64_t> over;
-  for (int i = 0; i < k_samples; ++i) {
+  for (int i = 0; i < samples; ++i) {
     const auto t0 = clock_type::now();
-    std::this_thread::sleep_for(k_asked);
-    over.push_back(ns_since(t0) - std::chrono::nanoseconds(k_asked).count());
+    std::this_thread::sleep_for(std::chrono::nanoseconds(asked_ns));
+    over.push_back(ns_since(t0) - asked_ns);
   }
   return median(std::move(over));
 }
@@ -54,6 +52,20 @@ std::int64_t measure_thread_start() {
 }
 
 }  // namespace
+
+std::int64_t overshoot_curve::at(std::int64_t wait_ns) const {
+  if (wait_ns <= 0) return 0;
+  const auto& x = k_lengths_ns;
+  if (wait_ns <= x.front()) return overshoot_ns.front();
+  if (wait_ns >= x.back()) return overshoot_ns.back();
+  std::size_t i = 1;
+  while (wait_ns > x[i]) ++i;
+  const double f = std::log(static_cast<double>(wait_ns) / static_cast<double>(x[i - 1])) /
+                   std::log(static_cast<double>(x[i]) / static_cast<double>(x[i - 1]));
+  const auto lo = static_cast<double>(overshoot_ns[i - 1]);
+  const auto hi = static_cast<double>(overshoot_ns[i]);
+  return static_cast<std::int64_t>(std::llround(lo + f * (hi - lo)));
+}
 
 int available_cores() {
   cpu_set_t set;
@@ -88,7 +100,11 @@ calibration calibrate() {
   calibration c;
   c.cores = available_cores();
   c.ns_per_iteration = calibrate_kernel(&c.ns_per_iteration_cv);
-  c.sleep_overshoot_ns = measure_sleep_overshoot();
+  constexpr std::array<int, 3> k_samples{15, 9, 5};  // about 60 ms of sleeping in all
+  for (std::size_t i = 0; i < k_samples.size(); ++i) {
+    c.sleep_overshoot.overshoot_ns[i] =
+        measure_sleep_overshoot(overshoot_curve::k_lengths_ns[i], k_samples[i]);
+  }
   c.thread_start_ns = measure_thread_start();
   return c;
 }

@@ -161,10 +161,11 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                 {"cores", pred.config.cores},
                 {"worker_start_ns", pred.config.worker_start_ns},
                 {"per_task_ns", pred.config.per_task_ns},
-                {"wait_overshoot_ns", pred.config.wait_overshoot_ns}};
+                {"wait_overshoot_ns", pred.config.wait_overshoot.overshoot_ns}};
   j["calibration"] = {{"ns_per_iteration", machine.ns_per_iteration},
                       {"ns_per_iteration_cv", machine.ns_per_iteration_cv},
-                      {"sleep_overshoot_ns", machine.sleep_overshoot_ns},
+                      {"sleep_overshoot_ns", machine.sleep_overshoot.overshoot_ns},
+                      {"sleep_overshoot_at_ns", overshoot_curve::k_lengths_ns},
                       {"thread_start_ns", machine.thread_start_ns}};
   if (run == nullptr) {  // --predict: nothing measured
     for (const char* k : {"makespan_ns", "ratio", "verified", "completed", "cv", "task_stretch"}) {
@@ -196,6 +197,16 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   return j;
 }
 
+/// "56/74/107 µs at 0.1/1/10 ms"
+std::string overshoots(const overshoot_curve& o) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.0f/%.0f/%.0f µs at 0.1/1/10 ms",
+                static_cast<double>(o.overshoot_ns[0]) / 1e3,
+                static_cast<double>(o.overshoot_ns[1]) / 1e3,
+                static_cast<double>(o.overshoot_ns[2]) / 1e3);
+  return buf;
+}
+
 std::string count(int n, const char* noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
@@ -217,7 +228,7 @@ void print_header(const lesson_info& lesson, const plan& p, std::span<const task
       "machine    %s · kernel %.3f ns/iteration (CV %.1f%%) · sleep overshoot %s · "
       "thread start %s\n",
       count(machine.cores, "core").c_str(), machine.ns_per_iteration,
-      machine.ns_per_iteration_cv * 100, format_ns(machine.sleep_overshoot_ns).c_str(),
+      machine.ns_per_iteration_cv * 100, overshoots(machine.sleep_overshoot).c_str(),
       format_ns(machine.thread_start_ns).c_str());
 }
 
@@ -235,7 +246,14 @@ void print_model(const prediction& pred, std::span<const task> tasks) {
   }
   const task_set_totals tot = totals(tasks);
   if (tot.sum_cpu_ns < tot.sum_ns) {
-    std::printf(", +%s per wait", format_ns(c.wait_overshoot_ns).c_str());
+    std::int64_t over = 0;
+    std::size_t waits = 0;
+    for (const task& t : tasks) {
+      over += c.wait_overshoot.at(t.wait_ns);
+      waits += t.wait_ns > 0 ? 1 : 0;
+    }
+    std::printf(", +%s overshoot per wait",
+                format_ns(over / static_cast<std::int64_t>(waits)).c_str());
   }
   std::printf("\n");
   if (pred.graham_applies) {

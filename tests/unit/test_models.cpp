@@ -111,7 +111,7 @@ TEST_CASE("simulator: hand-computed schedules", "[models][simulate]") {
     c.per_task_ns = 2;
     CHECK(simulate(cpu_tasks({10, 10, 10}), c).makespan_ns == 36);
     c.per_task_ns = 0;
-    c.wait_overshoot_ns = 1;
+    c.wait_overshoot = overshoot_curve::flat(1);
     CHECK(simulate(wait_tasks({10, 0, 10}), c).makespan_ns ==
           22);  // a zero wait does not overshoot
   }
@@ -176,8 +176,10 @@ TEST_CASE("simulator properties over random task sets", "[models][simulate][prop
 }
 
 TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[models][simulate]") {
-  const calibration m{
-      .cores = 2, .ns_per_iteration = 1, .sleep_overshoot_ns = 50, .thread_start_ns = 20};
+  const calibration m{.cores = 2,
+                      .ns_per_iteration = 1,
+                      .sleep_overshoot = overshoot_curve::flat(50),
+                      .thread_start_ns = 20};
   const sim_config c = configure({.policy = placement::one_per_task,
                                   .workers = worker_rule::one_per_task,
                                   .worker_start = unit_cost::thread_start},
@@ -186,7 +188,7 @@ TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[mo
   CHECK(c.cores == 2);
   CHECK(c.worker_start_ns == 20);
   CHECK(c.per_task_ns == 0);
-  CHECK(c.wait_overshoot_ns == 50);
+  CHECK(c.wait_overshoot.at(1'000'000) == 50);
   CHECK(configure({.workers = worker_rule::requested}, 4, 0, m).workers ==
         1);  // N = 0 still simulates
 }

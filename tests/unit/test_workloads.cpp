@@ -137,8 +137,22 @@ TEST_CASE("calibration measures positive, plausible costs", "[workloads][calibra
   CHECK(c.cores >= 1);
   CHECK(c.ns_per_iteration > 0.05);  // no machine runs a dependent multiply chain faster
   CHECK(c.ns_per_iteration < 1000);
-  CHECK(c.sleep_overshoot_ns >= 0);
+  for (std::int64_t o : c.sleep_overshoot.overshoot_ns) CHECK(o >= 0);
   CHECK(c.thread_start_ns > 0);
+}
+
+TEST_CASE("the overshoot curve interpolates in log(length) and holds flat past its ends",
+          "[workloads][calibration]") {
+  const overshoot_curve o{{50'000, 70'000, 110'000}};
+  CHECK(o.at(0) == 0);
+  CHECK(o.at(1'000) == 50'000);  // below 100 µs: the 100 µs value
+  CHECK(o.at(100'000) == 50'000);
+  CHECK(o.at(1'000'000) == 70'000);
+  CHECK(o.at(10'000'000) == 110'000);
+  CHECK(o.at(1'000'000'000) == 110'000);  // past 10 ms: the 10 ms value
+  CHECK(o.at(316'228) == 60'000);         // half a decade above 100 µs: half way
+  CHECK(o.at(3'162'278) == 90'000);
+  CHECK(overshoot_curve::flat(7).at(5'000'000) == 7);
 }
 
 TEST_CASE("block_range partitions n tasks into P blocks differing by at most one",
