@@ -1,7 +1,8 @@
 # Front door over the CMake presets. Every target that needs the build bootstraps the Debian
 # packages first, so `make test` alone goes from a fresh clone to passing tests.
 #   make test                 build the release preset and run every test
-#   make bench                measurements (the full pipeline arrives with the next step)
+#   make bench                measure every executor, check each point against its model, plot,
+#                             report (results/latest/index.html); make bench QUICK=1: about a minute
 #   make lessons              build every lesson program
 #   make lesson N=1 ARGS="--workers 4"   run one lesson; exits with the program's own status
 #   make test PRESET=tsan     the same under ThreadSanitizer (also: debug, asan)
@@ -30,8 +31,10 @@ lesson:
 	@test -n "$(N)" || { echo "make lesson: N is required, e.g. make lesson N=1 ARGS=\"--workers 4\" (N: 0-1)" >&2; exit 2; }
 	@scripts/lesson $(N) $(ARGS)
 
-bench: build
-	@scripts/bench
+bench: bootstrap
+	@test -f build/release/CMakeCache.txt || cmake --preset release
+	cmake --build --preset release
+	@QUICK=$(QUICK) scripts/bench
 
 snippets:
 	@scripts/snippets --write

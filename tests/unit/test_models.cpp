@@ -1,10 +1,12 @@
 // Models: closed forms checked by hand, the simulator on hand-computed schedules, properties over
 // random task sets (Graham's bounds hold, equal tasks give ⌈N/P⌉·t), the verdict and the check.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <vector>
 
 #include "models/bounds.hpp"
 #include "models/check.hpp"
+#include "models/fit.hpp"
 #include "models/simulate.hpp"
 #include "models/verdict.hpp"
 #include "workloads/execute.hpp"
@@ -267,4 +269,30 @@ TEST_CASE("median and coefficient of variation", "[models][check]") {
   CHECK(coefficient_of_variation(same) == 0);
   const std::vector<std::int64_t> spread{90, 100, 110};
   CHECK(coefficient_of_variation(spread) == Approx(0.1));
+}
+
+TEST_CASE("Amdahl and USL fits recover the parameters of synthetic curves", "[models][fit]") {
+  std::vector<speedup_point> amdahl;
+  std::vector<speedup_point> usl;
+  for (double p : {1.0, 2.0, 4.0, 8.0, 16.0, 32.0}) {
+    amdahl.push_back({p, amdahl_speedup(0.1, p)});
+    usl.push_back({p, usl_speedup(0.05, 0.002, p)});
+  }
+  const amdahl_fit a = fit_amdahl(amdahl);
+  CHECK(a.serial_fraction == Approx(0.1).margin(1e-4));
+  CHECK(a.rms_error < 1e-3);
+  const usl_fit u = fit_usl(usl);
+  CHECK(u.sigma == Approx(0.05).margin(1e-6));
+  CHECK(u.kappa == Approx(0.002).margin(1e-8));
+  CHECK(u.peak_workers == Approx(std::sqrt(0.95 / 0.002)).epsilon(1e-6));
+  // Perfect scaling: no serial fraction, no contention, no peak.
+  std::vector<speedup_point> linear;
+  for (double p : {1.0, 2.0, 4.0}) linear.push_back({p, p});
+  CHECK(fit_amdahl(linear).serial_fraction < 1e-3);
+  CHECK(fit_usl(linear).sigma == Approx(0).margin(1e-9));
+  CHECK(fit_usl(linear).peak_workers == 0);
+  // A plateau at 2 (two cores) reads as a large serial fraction: the fits do not know the cores.
+  std::vector<speedup_point> plateau{{1, 1}, {2, 2}, {4, 2}, {8, 2}};
+  CHECK(fit_amdahl(plateau).serial_fraction > 0.2);
+  CHECK(gustafson_speedup(0.1, 10) == Approx(9.1));
 }

@@ -1,0 +1,68 @@
+// The model check and the report: reads the sweep's Google Benchmark JSON, judges every point
+// against its prediction (before anything is plotted), fits the scaling laws, and writes
+// sweep.csv, verdicts.md, the plot data and index.html. A run with unverified results is an error.
+#pragma once
+
+#include <filesystem>
+#include <iosfwd>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "models/fit.hpp"
+#include "models/verdict.hpp"
+
+namespace clab {
+
+struct sweep_point {
+  std::string family;    ///< scaling | granularity
+  std::string executor;  ///< as registered
+  std::string workload;  ///< cpu | wait | mixed
+  std::string dist;      ///< fixed | uniform | exp | bimodal
+  double tasks = 0, workers = 0, workers_used = 0, cores = 0, task_us = 0;
+  double makespan_ns = 0;  ///< median over the repetitions
+  double cv = 0;           ///< stddev / mean over the repetitions
+  int repetitions = 0;
+  double predicted_ns = 0, sum_ns = 0, sum_cpu_ns = 0, max_ns = 0, lower_bound_ns = 0;
+  double graham_upper_ns = 0, task_stretch = 1;
+  double tolerance = 0;
+  verdict judged;
+};
+
+struct sweep_report {
+  std::vector<sweep_point> points;
+  std::map<std::string, std::string> machine;  ///< from the benchmark context
+  std::vector<std::string> errors;             ///< unverified or failed runs, one line each
+  [[nodiscard]] std::size_t within() const;
+};
+
+/// Parses a Google Benchmark JSON file. Google Benchmark writes NaN and inf for undefined
+/// statistics (the CV of a counter whose mean is 0), which JSON does not allow: they become null.
+[[nodiscard]] nlohmann::json parse_gbench_json(const std::string& text);
+
+/// Parses Google Benchmark JSON written by bench_sweep (aggregates: median and cv) and judges each
+/// point. Throws std::runtime_error on JSON that is not a sweep.
+[[nodiscard]] sweep_report read_sweep(const nlohmann::json& gbench);
+
+struct scaling_fit {
+  std::string executor;
+  std::string workload;
+  std::vector<speedup_point> points;  ///< T(P=1) / T(P), dist fixed
+  amdahl_fit amdahl;
+  usl_fit usl;
+};
+
+/// Speedup fits for every executor whose worker count follows P, per workload (dist fixed).
+[[nodiscard]] std::vector<scaling_fit> fit_scaling(const sweep_report& report);
+
+void write_csv(const sweep_report& report, std::ostream& out);
+void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& fits,
+                    std::ostream& out);
+/// gnuplot data files (*.dat) and plotvars.gp into `dir`; units may be null (no units plot).
+void write_plot_data(const sweep_report& report, const std::vector<scaling_fit>& fits,
+                     const nlohmann::json* units, const std::filesystem::path& dir);
+void write_index(const sweep_report& report, const std::vector<scaling_fit>& fits,
+                 const std::vector<std::string>& plots, std::ostream& out);
+
+}  // namespace clab

@@ -1,0 +1,147 @@
+// The model check and report on synthetic Google Benchmark output: non-finite values are read,
+// a good point passes, a known deviation is flagged with its cause, an unverified run is an error,
+// and the files the plots read are written. No timing is involved.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "benchmarks/report.hpp"
+
+using namespace clab;
+
+namespace {
+
+/// A Google Benchmark aggregate entry as bench_sweep writes it.
+nlohmann::json entry(const std::string& run, const std::string& agg, double real_ms,
+                     double predicted_ns, double workers, double stretch = 1.0) {
+  return {{"name", run + "_" + agg},
+          {"run_name", run},
+          {"run_type", "aggregate"},
+          {"aggregate_name", agg},
+          {"real_time", real_ms},
+          {"time_unit", "ms"},
+          {"tasks", 16},
+          {"workers", workers},
+          {"workers_used", workers},
+          {"cores", 2},
+          {"task_us", 5000},
+          {"sum_ns", 80e6},
+          {"sum_cpu_ns", 80e6},
+          {"max_ns", 5e6},
+          {"predicted_ns", predicted_ns},
+          {"lower_bound_ns", 40e6},
+          {"graham_upper_ns", 42.5e6},
+          {"task_stretch", stretch}};
+}
+
+nlohmann::json sweep_json() {
+  const std::string good =
+      "scaling/static/cpu/fixed/n:16/p:2/us:5000/iterations:1/repeats:5/manual_time";
+  const std::string over =
+      "scaling/static/cpu/fixed/n:16/p:4/us:5000/iterations:1/repeats:5/manual_time";
+  const std::string one =
+      "scaling/static/cpu/fixed/n:16/p:1/us:5000/iterations:1/repeats:5/manual_time";
+  nlohmann::json j;
+  j["context"] = {{"host_name", "test"}, {"cores", "2"}};
+  j["benchmarks"] = nlohmann::json::array();
+  for (int i = 0; i < 5; ++i) {
+    j["benchmarks"].push_back({{"run_name", good}, {"run_type", "iteration"}, {"real_time", 41.0}});
+  }
+  j["benchmarks"].push_back(entry(one, "median", 80.5, 80e6, 1));
+  j["benchmarks"].push_back(entry(one, "cv", 0.01, 0, 1));
+  j["benchmarks"].push_back(entry(good, "median", 41.0, 40e6, 2));
+  j["benchmarks"].push_back(entry(good, "cv", 0.01, 0, 2));
+  j["benchmarks"].push_back(entry(over, "median", 52.0, 40e6, 4));
+  j["benchmarks"].push_back(entry(over, "cv", 0.01, 0, 4));
+  return j;
+}
+
+/// A fresh folder under the system's temporary directory, removed with everything in it.
+struct temp_dir {
+  std::filesystem::path path;
+  temp_dir() {
+    std::random_device rd;
+    path = std::filesystem::temp_directory_path() / ("clab-report-test-" + std::to_string(rd()));
+    std::filesystem::create_directories(path);
+  }
+  ~temp_dir() { std::filesystem::remove_all(path); }
+};
+
+}  // namespace
+
+TEST_CASE("Google Benchmark's NaN and inf are read as null", "[bench][report]") {
+  const auto j =
+      parse_gbench_json(R"({"a": NaN, "b": -nan, "c": inf, "d": "NaN stays text", "e": 1.5})");
+  CHECK(j["a"].is_null());
+  CHECK(j["b"].is_null());
+  CHECK(j["c"].is_null());
+  CHECK(j["d"] == "NaN stays text");
+  CHECK(j["e"] == 1.5);
+  CHECK_THROWS(parse_gbench_json("{\"a\": }"));
+}
+
+TEST_CASE("the model check passes a good point and flags a known deviation", "[bench][report]") {
+  const sweep_report r = read_sweep(sweep_json());
+  REQUIRE(r.points.size() == 3);
+  CHECK(r.errors.empty());
+  const sweep_point& good = r.points[1];
+  CHECK(good.executor == "static");
+  CHECK(good.workload == "cpu");
+  CHECK(good.workers == 2);
+  CHECK(good.makespan_ns == Approx(41e6));
+  CHECK(good.repetitions == 5);
+  CHECK(good.judged.within);
+  CHECK(good.judged.ratio == Approx(1.025));
+  const sweep_point& over = r.points[2];
+  CHECK_FALSE(over.judged.within);
+  CHECK(over.judged.ratio == Approx(1.3));
+  CHECK_THAT(over.judged.cause, Catch::StartsWith("oversubscription: 4 threads on 2 cores"));
+  CHECK(r.within() == 2);
+}
+
+TEST_CASE("an unverified run is an error, never a point", "[bench][report]") {
+  nlohmann::json j = sweep_json();
+  j["benchmarks"].push_back({{"run_name", "scaling/static/wait/fixed/n:16/p:2/us:5000"},
+                             {"run_type", "iteration"},
+                             {"error_occurred", true},
+                             {"error_message", "unverified run: task 3 never ran"}});
+  const sweep_report r = read_sweep(j);
+  REQUIRE(r.errors.size() == 1);
+  CHECK_THAT(r.errors[0], Catch::Contains("task 3 never ran"));
+  CHECK_THROWS(read_sweep(nlohmann::json::object()));
+}
+
+TEST_CASE("the report writes the CSV, the verdicts, the plot data and the page",
+          "[bench][report]") {
+  const sweep_report r = read_sweep(sweep_json());
+  const auto fits = fit_scaling(r);
+  REQUIRE(fits.size() == 1);  // static, cpu: the only P series with a P = 1 point
+  CHECK(fits[0].points.size() == 3);
+  std::ostringstream csv;
+  write_csv(r, csv);
+  const std::string c = csv.str();
+  CHECK(std::count(c.begin(), c.end(), '\n') == 4);  // header and three points
+  CHECK_THAT(c, Catch::StartsWith("family,executor,workload,dist,tasks,workers"));
+  CHECK_THAT(c, Catch::Contains("deviating") && Catch::Contains("within"));
+  std::ostringstream md;
+  write_verdicts(r, fits, md);
+  CHECK_THAT(md.str(), Catch::Contains("2 of 3 points within tolerance (67%)"));
+  temp_dir dir;
+  write_plot_data(r, fits, nullptr, dir.path);
+  for (const char* f :
+       {"makespan_cpu.dat", "makespan_cpu_model.dat", "speedup_cpu.dat", "speedup_cpu_fit.dat",
+        "efficiency.dat", "predicted_vs_measured.dat", "plotvars.gp"}) {
+    CHECK(std::filesystem::exists(dir.path / f));
+  }
+  std::ifstream model(dir.path / "makespan_cpu_model.dat");
+  std::string header, p1;
+  std::getline(model, header);
+  std::getline(model, p1);
+  CHECK(p1 == "1 80.000 80.000");  // ⌈16/1⌉ · 5 ms, and Σt / min(1, 2)
+  std::ostringstream html;
+  write_index(r, fits, {"makespan_cpu.png"}, html);
+  CHECK_THAT(html.str(),
+             Catch::Contains("<img src=\"makespan_cpu.png\"") && Catch::Contains("2 of 3 points"));
+}
