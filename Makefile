@@ -27,9 +27,11 @@ test: build
 lessons: configure
 	cmake --build --preset $(PRESET) --target lessons
 
+# make reports any failed recipe as its own exit status 2; the line below names the program's own
+# status (0, 1 or 2). scripts/lesson passes it through exactly.
 lesson:
-	@test -n "$(N)" || { echo "make lesson: N is required, e.g. make lesson N=1 ARGS=\"--workers 4\" (N: 0-1)" >&2; exit 2; }
-	@scripts/lesson $(N) $(ARGS)
+	@test -n "$(N)" || { echo "make lesson: N is required, e.g. make lesson N=1 ARGS=\"--workers 4\" (see lessons/README.md)" >&2; exit 2; }
+	@CLAB_PRESET=$(PRESET) scripts/lesson $(N) $(ARGS) || { rc=$$?; echo "make lesson: the program exited with status $$rc" >&2; exit $$rc; }
 
 bench: bootstrap
 	@test -f build/release/CMakeCache.txt || cmake --preset release

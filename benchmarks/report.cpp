@@ -159,6 +159,7 @@ sweep_report read_sweep(const nlohmann::json& gbench) {
     verdict_input in;
     in.measured_ns = static_cast<std::int64_t>(p.makespan_ns);
     in.predicted_ns = static_cast<std::int64_t>(p.predicted_ns);
+    in.work_ns = static_cast<std::int64_t>(p.sum_ns);
     in.tolerance = p.tolerance;
     in.cv = p.cv;
     in.task_stretch = p.task_stretch;
@@ -373,10 +374,17 @@ void write_plot_data(const sweep_report& report, const std::vector<scaling_fit>&
   vars << "executors = \"";
   for (std::size_t i = 0; i < execs.size(); ++i) vars << (i ? " " : "") << execs[i];
   vars << "\"\nn_executors = " << execs.size() << "\n";
+  // Executors whose worker count follows P (the speedup plots), with the colour each has in every
+  // other plot: its position in the registry, plus one.
   std::size_t scaling = 0;
-  for (const std::string& e : execs) scaling += follows_p(report, e) ? 1 : 0;
-  vars << "n_scaling = " << scaling
-       << "  # executors whose worker count follows P (speedup plots)\n";
+  std::string colours;
+  for (std::size_t i = 0; i < execs.size(); ++i) {
+    if (!follows_p(report, execs[i])) continue;
+    ++scaling;
+    if (!colours.empty()) colours += ' ';
+    colours += std::to_string(i + 1);
+  }
+  vars << "n_scaling = " << scaling << "\nscaling_colours = \"" << colours << "\"\n";
 }
 
 void write_index(const sweep_report& report, const std::vector<scaling_fit>& fits,

@@ -6,22 +6,6 @@
 
 namespace clab {
 
-std::int64_t median(std::vector<std::int64_t> values) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-double coefficient_of_variation(std::span<const std::int64_t> values) {
-  if (values.size() < 2) return 0;
-  const double n = static_cast<double>(values.size());
-  const double mean = std::accumulate(values.begin(), values.end(), 0.0) / n;
-  double var = 0;
-  for (std::int64_t x : values)
-    var += (static_cast<double>(x) - mean) * (static_cast<double>(x) - mean);
-  return mean > 0 ? std::sqrt(var / (n - 1)) / mean : 0;
-}
-
 prediction predict(const executor& exec, std::span<const task> tasks, int workers,
                    const calibration& machine) {
   prediction p;
@@ -41,7 +25,14 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   p.graham_workers =
       computes ? effective_parallelism(p.config.workers, machine.cores) : p.config.workers;
   p.graham = graham_bounds(as_run, p.graham_workers);
-  p.lower_bound_ns = makespan_lower_bound(as_run, p.config.workers, machine.cores);
+  // Σt/P bounds blocking executors only: a non-blocking worker overlaps any number of waits.
+  p.lower_bound_ns =
+      exec.plan.waits == wait_mode::blocking
+          ? makespan_lower_bound(as_run, p.config.workers, machine.cores)
+          : std::max(
+                overlap_lower_bound(as_run) / std::max(1, p.config.workers),
+                std::max(tot.sum_cpu_ns / effective_parallelism(p.config.workers, machine.cores),
+                         tot.max_ns));
   p.serial_ns = serial_makespan(tasks);
   return p;
 }
@@ -80,6 +71,7 @@ checked_run run_and_check(const executor& exec, std::span<const task> tasks,
   verdict_input in;
   in.measured_ns = out.makespan_ns;
   in.predicted_ns = predicted.simulated.makespan_ns;
+  in.work_ns = totals(tasks).sum_ns;
   in.tolerance = options.tolerance;
   in.cv = out.cv;
   in.task_stretch = out.task_stretch;

@@ -14,6 +14,7 @@
 #include "models/verdict.hpp"
 #include "workloads/calibration.hpp"
 #include "workloads/run.hpp"
+#include "workloads/stats.hpp"
 #include "workloads/verify.hpp"
 
 namespace clab {
@@ -27,8 +28,9 @@ struct prediction {
   bool graham_applies = false;
   int graham_workers = 1;
   makespan_bounds graham;
-  std::int64_t lower_bound_ns = 0;  ///< max(Σc / min(P, C), Σt / P, max t), for any executor
-  std::int64_t serial_ns = 0;       ///< Σ t_i
+  /// Blocking waits: max(Σc / min(P, C), Σt / P, max t). Non-blocking: max(Σc / min(P, C), max t).
+  std::int64_t lower_bound_ns = 0;
+  std::int64_t serial_ns = 0;  ///< Σ t_i
 };
 
 /// The prediction for `exec` running `tasks` with P = workers requested on this machine.
@@ -57,9 +59,5 @@ struct checked_run {
 [[nodiscard]] checked_run run_and_check(const executor& exec, std::span<const task> tasks,
                                         const prediction& predicted, const check_options& options,
                                         std::span<const std::uint64_t> reference);
-
-/// Median and coefficient of variation of a sample (0 for fewer than two values).
-[[nodiscard]] std::int64_t median(std::vector<std::int64_t> values);
-[[nodiscard]] double coefficient_of_variation(std::span<const std::int64_t> values);
 
 }  // namespace clab

@@ -15,7 +15,11 @@ namespace clab {
 namespace {
 
 constexpr double k_inf = std::numeric_limits<double>::infinity();
-constexpr double k_eps = 1e-6;  // ns; phases shorter than this count as done
+// Two times closer than this are the same time, and CPU work smaller than it is done. Relative to
+// the clock: a double holds ~16 digits, so past ~17 s of simulated time (2^34 ns) an absolute
+// 1e-6 ns is below the spacing of doubles and a leftover sliver of work would never finish.
+constexpr double k_abs_eps = 1e-6;   // ns
+constexpr double k_rel_eps = 1e-12;  // of the current time
 
 enum class state : std::uint8_t { not_started, idle, cpu, waiting, done };
 
@@ -52,12 +56,19 @@ class simulator {
       if (c.policy == placement::static_blocks || c.policy == placement::one_per_task) {
         const auto [b, e] = block_range(n, c.workers, k);
         for (std::size_t i = b; i < e; ++i) w.own.push_back(i);
-      } else if (c.policy == placement::round_robin) {
+      } else if (c.policy == placement::round_robin || c.policy == placement::work_stealing) {
         for (std::size_t i = static_cast<std::size_t>(k); i < n; i += w_.size()) w.own.push_back(i);
+      } else if (c.policy == placement::spawner_lifo && k == 0) {
+        for (std::size_t i = 0; i < n; ++i) w.own.push_back(i);
       }
     }
-    if (c.policy == placement::dynamic_queue) {
+    if (dynamic()) {
       for (std::size_t i = 0; i < n; ++i) shared_.push_back(i);
+    }
+    if (c.policy == placement::longest_first) {  // ties keep task order, as the pool's FIFO does
+      std::stable_sort(shared_.begin(), shared_.end(), [&](std::size_t a, std::size_t b) {
+        return tasks[a].duration_ns() > tasks[b].duration_ns();
+      });
     }
   }
 
@@ -77,10 +88,33 @@ class simulator {
   }
 
  private:
-  bool dynamic() const { return c_.policy == placement::dynamic_queue; }
+  bool dynamic() const {
+    return c_.policy == placement::dynamic_queue || c_.policy == placement::longest_first;
+  }
   bool blocking() const { return c_.waits == wait_mode::blocking; }
+  double eps() const { return std::max(k_abs_eps, now_ * k_rel_eps); }
 
   std::deque<std::size_t>& source(worker_state& w) { return dynamic() ? shared_ : w.own; }
+
+  // The next task worker k starts, by the placement's rule; false when none is left for it.
+  bool next_task(std::size_t k, std::size_t& out) {
+    std::deque<std::size_t>& mine = source(w_[k]);
+    const bool lifo_owner = c_.policy == placement::spawner_lifo;
+    if (!mine.empty()) {
+      out = lifo_owner ? mine.back() : mine.front();
+      lifo_owner ? mine.pop_back() : mine.pop_front();
+      return true;
+    }
+    if (c_.policy != placement::work_stealing && c_.policy != placement::spawner_lifo) return false;
+    for (std::size_t i = 1; i < w_.size(); ++i) {  // steal, from the other end than the owner
+      std::deque<std::size_t>& theirs = w_[(k + i) % w_.size()].own;
+      if (theirs.empty()) continue;
+      out = lifo_owner ? theirs.front() : theirs.back();
+      lifo_owner ? theirs.pop_front() : theirs.pop_back();
+      return true;
+    }
+    return false;
+  }
   std::deque<std::size_t>& ready(worker_state& w) { return dynamic() ? shared_ready_ : w.ready; }
 
   double wait_of(std::size_t i) const {
@@ -129,11 +163,9 @@ class simulator {
       moved = false;
       for (std::size_t k = 0; k < w_.size(); ++k) {
         worker_state& w = w_[k];
-        if (w.s == state::not_started && w.available_at <= now_ + k_eps) w.s = state::idle;
+        if (w.s == state::not_started && w.available_at <= now_ + eps()) w.s = state::idle;
         if (w.s != state::idle) continue;
-        if (!source(w).empty()) {  // start a new task (non-blocking executors do this first)
-          w.current = source(w).front();
-          source(w).pop_front();
+        if (next_task(k, w.current)) {  // start a new task (non-blocking executors do this first)
           task_record& r = timeline_[w.current];
           r.id = tasks_[w.current].id;
           r.worker = static_cast<std::int32_t>(k);
@@ -173,21 +205,21 @@ class simulator {
 
   void advance_to(double t) {
     const double r = rate();
-    const double dt = t - now_;
-    now_ = t;
+    const double dt = std::max(0.0, t - now_);
+    now_ = std::max(now_, t);
     for (worker_state& w : w_) {
       if (w.s == state::cpu) w.remaining -= dt * r;
     }
     // Timers fire in time order; their CPU parts become ready.
-    while (!timers_.empty() && timers_.top().at <= now_ + k_eps) {
+    while (!timers_.empty() && timers_.top().at <= now_ + eps()) {
       const timer fired = timers_.top();
       timers_.pop();
       ready(w_[static_cast<std::size_t>(fired.worker)]).push_back(fired.task);
     }
     for (std::size_t k = 0; k < w_.size(); ++k) {
       worker_state& w = w_[k];
-      if (w.s == state::waiting && w.wake <= now_ + k_eps) enter_phase(k, 2);
-      if (w.s == state::cpu && w.remaining <= k_eps) enter_phase(k, w.phase + 1);
+      if (w.s == state::waiting && w.wake <= now_ + eps()) enter_phase(k, 2);
+      if (w.s == state::cpu && w.remaining <= eps()) enter_phase(k, w.phase + 1);
     }
   }
 
@@ -215,6 +247,7 @@ std::int64_t cost_of(unit_cost c, const calibration& m) {
 }  // namespace
 
 sim_result simulate(std::span<const task> tasks, const sim_config& config) {
+  if (tasks.empty()) return {};  // no task, no worker started: nothing to wait for
   return simulator(tasks, config).run();
 }
 

@@ -16,12 +16,17 @@ std::string percent(double x) {
 
 verdict judge(const verdict_input& in) {
   verdict v;
-  if (in.predicted_ns <= 0) {
+  if (in.predicted_ns <= 0 || in.work_ns <= 0) {
     v.ratio = in.measured_ns <= 0 ? 1.0 : INFINITY;
   } else {
     v.ratio = static_cast<double>(in.measured_ns) / static_cast<double>(in.predicted_ns);
   }
   v.within = std::fabs(v.ratio - 1.0) <= in.tolerance;
+  if (in.predicted_ns <= 0 || in.work_ns <= 0) {
+    v.within = false;
+    v.cause = "nothing to judge: tasks of zero length measure only overhead (see bench_units)";
+    return v;
+  }
   if (v.within) return v;
   if (v.ratio < 1.0) {
     v.cause =
@@ -39,7 +44,7 @@ verdict judge(const verdict_input& in) {
               std::to_string(in.cores) +
               " cores pay for context switches and cache refills the model leaves out";
   } else {
-    v.cause = "overhead the model leaves out (thread start, wake-up latency, hand-off)";
+    v.cause = "overhead the model leaves out (wake-up latency, hand-off, scheduling)";
   }
   return v;
 }

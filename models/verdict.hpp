@@ -12,6 +12,7 @@ namespace clab {
 struct verdict_input {
   std::int64_t measured_ns = 0;
   std::int64_t predicted_ns = 0;
+  std::int64_t work_ns = 1;   ///< Σ t_i: 0 means the tasks are empty and only overhead is measured
   double tolerance = 0.10;    ///< relative: 0.10 accepts ratios in [0.90, 1.10]
   double cv = 0;              ///< spread of repeated measurements (stddev / mean); 0 for one run
   double task_stretch = 1.0;  ///< Σ measured task durations / Σ simulated ones

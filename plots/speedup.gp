@@ -12,6 +12,6 @@ do for [w in "cpu wait"] {
   g = data."/speedup_".w."_fit.dat"
   ideal(p) = (w eq "cpu") ? (p < cores ? p : cores) : p
   plot ideal(x) ls 100 title (w eq "cpu" ? "ideal: min(P, cores)" : "ideal: P"), \
-       for [i=0:n_scaling-1] f index i using 1:2 with points pt 7 ps 1.5 lc i+1 title columnheader(1), \
-       for [i=0:n_scaling-1] g index i using 1:2 with lines lw 2 lc i+1 title columnheader(1)
+       for [i=0:n_scaling-1] f index i using 1:2 with points pt 7 ps 1.5 lc int(word(scaling_colours, i+1)) title columnheader(1), \
+       for [i=0:n_scaling-1] g index i using 1:2 with lines lw 2 lc int(word(scaling_colours, i+1)) title columnheader(1)
 }

@@ -1,4 +1,5 @@
-// Each measurement repeats, and reports the median: on a shared machine one sample means little.
+// Each measurement repeats: on a shared machine one sample means little. Overshoot and thread start
+// report the median; the kernel the lower quartile (see calibrate_kernel).
 #include "workloads/calibration.hpp"
 
 #include <sched.h>
@@ -6,26 +7,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <numeric>
 #include <thread>
 #include <vector>
 
 #include "workloads/kernel.hpp"
+#include "workloads/run.hpp"
+#include "workloads/stats.hpp"
 
 namespace clab {
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
-std::int64_t ns_since(clock_type::time_point t0) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count();
-}
-
-template <typename T>
-T median(std::vector<T> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using clock_type = run_clock;
 
 std::int64_t measure_sleep_overshoot(std::int64_t asked_ns, int samples) {
   std::vector<std::int64_t> over;
@@ -84,12 +76,7 @@ double calibrate_kernel(double* cv) {
     sink = sink + spin(static_cast<std::uint64_t>(i) + 2U, k_iterations);
     per_iter.push_back(static_cast<double>(ns_since(t0)) / static_cast<double>(k_iterations));
   }
-  if (cv != nullptr) {
-    const double mean = std::accumulate(per_iter.begin(), per_iter.end(), 0.0) / k_samples;
-    double var = 0;
-    for (double x : per_iter) var += (x - mean) * (x - mean);
-    *cv = std::sqrt(var / k_samples) / mean;
-  }
+  if (cv != nullptr) *cv = coefficient_of_variation(per_iter);
   // The lower quartile, not the median: another process can only slow a sample down, so the
   // fast samples are the kernel's own speed and the slow ones are the neighbours' doing.
   std::sort(per_iter.begin(), per_iter.end());

@@ -21,8 +21,8 @@ namespace {
   // A real invalid store: the address comes through a volatile, so the compiler cannot see that it
   // is null and replace the store with a trap instruction (which would raise SIGILL instead).
   volatile std::uintptr_t address = 0;
-  *reinterpret_cast<volatile int*>(address) = 1;
-  std::abort();  // not reached
+  *reinterpret_cast<volatile int*>(address) = 1;  // NOLINT: the fault is the point
+  std::abort();                                   // not reached
 }
 
 }  // namespace
@@ -78,23 +78,22 @@ void result_slots::run_into(const task& t, run_clock::time_point origin, int wor
 
 void result_slots::complete(const task_record& r) {
   records_.at(r.id) = r;
-  state_[r.id] = slot::done;
+  done_[r.id] = 1;
 }
 
 void result_slots::fail(std::uint32_t id, std::string cause) {
-  causes_.at(id) = std::move(cause);
-  state_[id] = slot::failed;
+  std::lock_guard lock(failed_mutex_);
+  failed_.push_back({id, std::move(cause)});
 }
 
 run_result result_slots::collect(int workers_used) && {
   run_result r;
   r.workers_used = workers_used;
-  for (std::size_t i = 0; i < state_.size(); ++i) {
-    if (state_[i] == slot::done) r.records.push_back(records_[i]);
-    if (state_[i] == slot::failed) {
-      r.failed.push_back({static_cast<std::uint32_t>(i), std::move(causes_[i])});
-    }
+  r.records.reserve(records_.size());
+  for (std::size_t i = 0; i < records_.size(); ++i) {
+    if (done_[i] != 0) r.records.push_back(records_[i]);
   }
+  r.failed = std::move(failed_);
   return r;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -38,25 +39,27 @@ void blocking_wait(const task& t);
 
 /// One result slot per task. Slot i is written only by the worker that runs task i and read only
 /// after every worker has been joined; the join orders the writes before the reads, so no lock is
-/// needed. Usage: result_slots slots(n); ...workers call run_into()...; join; slots.collect(p).
+/// needed. Failures are rare and carry a string, so they go to one small list under a mutex
+/// instead of a string per slot. Usage: result_slots slots(n); ...workers call run_into()...;
+/// join; slots.collect(p).
 class result_slots {
  public:
-  explicit result_slots(std::size_t n) : records_(n), causes_(n), state_(n, slot::empty) {}
+  explicit result_slots(std::size_t n) : records_(n), done_(n, 0) {}
 
   /// run_blocking() for task t, on the calling worker; a thrown fault becomes t's failure.
   void run_into(const task& t, run_clock::time_point origin, int worker);
   void complete(const task_record& r);
   void fail(std::uint32_t id, std::string cause);
 
-  /// The result: a record per completed slot, a failure per failed slot (empty slots are left
-  /// out, for verification to report). Call after every worker has been joined.
+  /// The result: a record per completed slot and every failure (empty slots are left out, for
+  /// verification to report). Call after every worker has been joined.
   [[nodiscard]] run_result collect(int workers_used) &&;
 
  private:
-  enum class slot : std::uint8_t { empty, done, failed };
   std::vector<task_record> records_;
-  std::vector<std::string> causes_;
-  std::vector<slot> state_;
+  std::vector<std::uint8_t> done_;  // 1 once slot i holds a record
+  std::mutex failed_mutex_;
+  std::vector<task_failure> failed_;  // guarded by failed_mutex_
 };
 
 }  // namespace clab

@@ -53,6 +53,11 @@ enum class placement : std::uint8_t {
   static_blocks,  ///< worker k runs one contiguous block of the task list (see block_range())
   round_robin,    ///< worker k runs tasks k, k+P, k+2P, ...
   dynamic_queue,  ///< one shared queue in task order; an idle worker takes the next task
+  longest_first,  ///< one shared queue, longest task first (Graham's LPT rule)
+  work_stealing,  ///< a deque per worker filled round robin: the owner takes its oldest task,
+                  ///< an idle worker steals the newest of the next non-empty deque
+  spawner_lifo,   ///< every task in worker 0's deque: worker 0 takes the newest, idle workers
+                  ///< steal the oldest (one thread spawning into a work-stealing scheduler)
   one_per_task,   ///< a fresh worker for every task, all started by one launcher
 };
 

@@ -41,6 +41,21 @@ verification verify(std::span<const task> tasks, const run_result& result,
   };
   for (const task_record& r : result.records) {
     if (!note(r.id, "record")) continue;
+    const std::string name = "task " + std::to_string(r.id);
+    // Physics: a task cannot finish sooner than its own wait, nor outside the run.
+    if (r.start_ns < 0 || r.end_ns < r.start_ns ||
+        (result.makespan_ns > 0 && r.end_ns > result.makespan_ns)) {
+      v.problems.push_back(name + ": times " + std::to_string(r.start_ns) + " to " +
+                           std::to_string(r.end_ns) + " ns lie outside the run");
+    } else if (r.end_ns - r.start_ns < tasks[r.id].wait_ns) {
+      v.problems.push_back(name + " took " + std::to_string(r.end_ns - r.start_ns) +
+                           " ns but its wait alone is " + std::to_string(tasks[r.id].wait_ns) +
+                           " ns: the wait was skipped");
+    }
+    if (r.worker < 0 || r.worker >= result.workers_used) {
+      v.problems.push_back(name + " ran on worker " + std::to_string(r.worker) + ", but the run " +
+                           "reports " + std::to_string(result.workers_used) + " workers");
+    }
     if (r.checksum != reference[r.id]) {
       v.problems.push_back("task " + std::to_string(r.id) + ": checksum " + hex(r.checksum) +
                            " differs from serial's " + hex(reference[r.id]));
@@ -49,7 +64,13 @@ verification verify(std::span<const task> tasks, const run_result& result,
     }
   }
   for (const task_failure& f : result.failed) {
-    if (note(f.id, "failure")) ++v.failed;
+    if (!note(f.id, "failure")) continue;
+    ++v.failed;
+    // Only a task that was told to fail may fail: anything else is the executor losing it.
+    if (tasks[f.id].inject == fault::none) {
+      v.problems.push_back("task " + std::to_string(f.id) +
+                           " failed without an injected fault: " + f.cause);
+    }
   }
   for (std::size_t id = 0; id < tasks.size(); ++id) {
     if (seen[id] == 0) {

@@ -1,5 +1,7 @@
 // Verification: every run is checked, in Release builds too. Each task must appear exactly once,
-// as a record or as a reported failure, and every record's checksum must equal serial's.
+// as a record or as a reported failure; only a task with an injected fault may fail; every record's
+// checksum must equal serial's, its times must lie within the run and cover at least its own wait,
+// and it must name a worker the run started.
 #pragma once
 
 #include <cstdint>

@@ -28,7 +28,9 @@ const executor& thread_per_task_executor() {
   static const executor e{
       .name = "per-task",
       .lesson = "01",
-      .summary = "one std::jthread per task, all started at once (--workers does not apply)",
+      .summary =
+          "one std::jthread per task, started in turn by the calling thread (--workers "
+          "does not apply)",
       .plan = {.policy = placement::one_per_task,
                .workers = worker_rule::one_per_task,
                .worker_start = unit_cost::thread_start},

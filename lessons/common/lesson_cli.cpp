@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -24,8 +26,9 @@ namespace {
 constexpr std::size_t k_max_tasks = 1'000'000;
 constexpr int k_max_workers = 1024;
 constexpr std::size_t k_max_threads_per_task = 4096;
-constexpr double k_max_task_us = 10'000'000.0;  // 10 s
-constexpr double k_max_work_s = 3600.0;         // Σ t_i of one run
+constexpr double k_max_task_us = 10'000'000.0;       // 10 s
+constexpr double k_max_work_s = 3600.0;              // Σ t_i of one run
+constexpr std::size_t k_max_task_runs = 10'000'000;  // --tasks × --repeat
 
 class usage_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -37,7 +40,7 @@ struct flags {
   std::string workload = "cpu";
   double task_us = 10'000.0;
   std::string dist = "fixed";
-  std::uint64_t seed = 1;
+  std::string seed = "1";  // parsed in check(): CLI11 would wrap -1 and saturate 2^64
   std::string executor;
   bool list = false;
   bool predict = false;
@@ -82,8 +85,17 @@ plan check(const flags& f, const lesson_info& lesson) {
         "mixed");
   }
   p.spec.dist = parse_distribution(f.dist).value();
+  if (!std::isfinite(f.task_us)) {
+    throw usage_error("--task-us: must be a number in 0-10000000 (got " +
+                      std::to_string(f.task_us) + ")");
+  }
   p.spec.task_us = f.task_us;
-  p.spec.seed = f.seed;
+  const char* first = f.seed.data();
+  const char* last = first + f.seed.size();
+  const auto [end, err] = std::from_chars(first, last, p.spec.seed);
+  if (f.seed.empty() || err != std::errc() || end != last) {
+    throw usage_error("--seed: '" + f.seed + "' is not a whole number in 0-18446744073709551615");
+  }
   p.workers = f.workers > 0 ? f.workers : available_cores();
 
   const double work_s = static_cast<double>(f.tasks) * f.task_us / 1e6;
@@ -92,6 +104,12 @@ plan check(const flags& f, const lesson_info& lesson) {
                       format_ns(static_cast<std::int64_t>(f.task_us * 1e3)) + " are " +
                       std::to_string(static_cast<long long>(work_s)) +
                       " s of work; allowed up to 3600 s per run");
+  }
+  // Every repetition's records are kept until the median is known: bound what that holds.
+  if (f.tasks * static_cast<std::size_t>(f.repeat) > k_max_task_runs) {
+    throw usage_error("--tasks x --repeat: " + std::to_string(f.tasks) + " x " +
+                      std::to_string(f.repeat) + " task runs; allowed up to " +
+                      std::to_string(k_max_task_runs));
   }
   if (p.exec->plan.workers == worker_rule::one_per_task && f.tasks > k_max_threads_per_task) {
     throw usage_error("--tasks: executor '" + std::string(p.exec->name) +
@@ -122,6 +140,12 @@ std::string_view to_string(placement x) {
       return "round robin";
     case placement::dynamic_queue:
       return "dynamic queue";
+    case placement::longest_first:
+      return "longest first";
+    case placement::work_stealing:
+      return "work stealing (round robin, owner oldest first, thieves newest)";
+    case placement::spawner_lifo:
+      return "one spawner, newest first; thieves oldest first";
     case placement::one_per_task:
       return "one worker per task";
   }
@@ -272,10 +296,13 @@ void print_run(const plan& p, std::span<const task> tasks, const prediction& pre
   const verdict& v = run.judged;
   char tol[32];
   std::snprintf(tol, sizeof tol, "±%.0f%%", default_tolerance(p.spec.kind) * 100);
+  char ratio_buf[32];
+  std::snprintf(ratio_buf, sizeof ratio_buf, "%-7.3f", v.ratio);
+  const std::string ratio = std::isfinite(v.ratio) ? ratio_buf : "-      ";
   std::printf("\n           %-11s %-11s %-7s %s\n", "measured", "predicted", "ratio", "verdict");
   std::printf(
-      "makespan   %-11s %-11s %-7.3f %s\n", format_ns(run.makespan_ns).c_str(),
-      format_ns(pred.simulated.makespan_ns).c_str(), v.ratio,
+      "makespan   %s %s %s %s\n", pad(format_ns(run.makespan_ns), 11).c_str(),
+      pad(format_ns(pred.simulated.makespan_ns), 11).c_str(), ratio.c_str(),
       v.within ? ("within " + std::string(tol)).c_str() : ("deviating: " + v.cause).c_str());
   if (run.makespans.size() > 1) {
     std::printf("repeats    %zu runs, median shown, CV %.1f%%\n", run.makespans.size(),
@@ -339,9 +366,8 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seed", f.seed,
                  "S: seed of the task set (durations, kernel inputs), 0 to 2^64-1")
-      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  if (lesson.executors.size() > 1) {
+  {  // every lesson takes --executor, so one caller can drive them all alike
     std::vector<std::string> names;
     for (const executor* e : lesson.executors) names.emplace_back(e->name);
     app.add_option("--executor", f.executor,

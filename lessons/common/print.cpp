@@ -3,28 +3,37 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
 #include <string_view>
 #include <vector>
 
 namespace clab {
 
 std::string format_ns(std::int64_t ns) {
+  struct unit {
+    double size;
+    const char* name;
+  };
+  constexpr unit k_units[] = {{1, "ns"}, {1e3, "µs"}, {1e6, "ms"}, {1e9, "s"}};
   const double x = static_cast<double>(ns);
-  const double ax = std::fabs(x);
-  const char* unit = "ns";
-  double v = x;
-  if (ax >= 1e9) {
-    v = x / 1e9, unit = "s";
-  } else if (ax >= 1e6) {
-    v = x / 1e6, unit = "ms";
-  } else if (ax >= 1e3) {
-    v = x / 1e3, unit = "µs";
-  }
-  const double av = std::fabs(v);
-  const int decimals = (unit == std::string_view("ns") || av >= 100) ? 0 : av >= 10 ? 1 : 2;
+  std::size_t u = 0;
+  while (u + 1 < std::size(k_units) && std::fabs(x) >= k_units[u + 1].size) ++u;
   char buf[48];
-  std::snprintf(buf, sizeof buf, "%.*f %s", decimals, v, unit);
-  return buf;
+  for (;; ++u) {  // 999.6 µs prints as 1.00 ms, not 1000 µs
+    const double v = x / k_units[u].size;
+    const double av = std::fabs(v);
+    const int decimals = (u == 0 || av >= 99.95) ? 0 : av >= 9.995 ? 1 : 2;
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    if (u + 1 == std::size(k_units) || std::fabs(std::atof(buf)) < 1000) break;
+  }
+  return std::string(buf) + " " + k_units[u].name;
+}
+
+std::string pad(const std::string& s, std::size_t width) {
+  std::size_t shown = 0;  // code points, not bytes: "µ" is two bytes and one column
+  for (unsigned char c : s) shown += (c & 0xC0U) != 0x80U ? 1 : 0;
+  return shown >= width ? s : s + std::string(width - shown, ' ');
 }
 
 std::string gantt(std::span<const task> tasks, std::span<const task_record> records,

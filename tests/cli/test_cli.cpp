@@ -58,7 +58,13 @@ TEST_CASE("bad input exits 2 with one line naming the flag and the allowed range
       {{"--task-us", "-1"}, {"--task-us"}},
       {{"--task-us", "1e9"}, {"--task-us"}},
       {{"--repeat", "0"}, {"--repeat", "100"}},
-      {{"--seed", "-1"}, {"--seed"}},
+      {{"--seed", "-1"}, {"--seed", "18446744073709551615"}},
+      {{"--seed", "18446744073709551616"}, {"--seed"}},
+      {{"--seed", "7x"}, {"--seed"}},
+      {{"--task-us", "nan"}, {"--task-us"}},
+      {{"--tasks", "1000000", "--repeat", "20", "--task-us", "0"},
+       {"--tasks x --repeat", "10000000"}},
+      {{"--executor", "no-such"}, {"--executor"}},
       {{"--tasks", "16", "--fail-task", "16"}, {"--fail-task", "0-15"}},
       {{"--fail-task", "1", "--fail-how", "explode"}, {"--fail-how", "hang"}},
       {{"--fail-how", "abort"}, {"--fail-how", "--fail-task"}},
@@ -152,7 +158,7 @@ TEST_CASE("list, help and the human table", "[cli][00][01]") {
                         Catch::Contains("model timeline"));
 }
 
-TEST_CASE("a thrown fault exits 1 and reports the task; the others complete",
+TEST_CASE("a thrown fault exits 1 and reports the task, the others complete",
           "[cli][fault][00][01]") {
   for (const char* program : {LESSON_00, LESSON_01}) {
     const process_result r = lesson(program, fast({"--fail-task", "3", "--json"}));

@@ -62,7 +62,7 @@ TEST_CASE("every executor produces verified results", "[executors][00][01]") {
   }
 }
 
-TEST_CASE("a thrown fault fails its task only; the others complete", "[executors][00][01][fault]") {
+TEST_CASE("a thrown fault fails its task only, the others complete", "[executors][00][01][fault]") {
   for (const executor* e : all_executors()) {
     for (std::uint32_t bad : {0U, 5U, 11U}) {
       CAPTURE(e->name, bad);

@@ -128,8 +128,11 @@ TEST_CASE("simulator: hand-computed schedules", "[models][simulate]") {
       CHECK(r.makespan_ns >= overlap_lower_bound(ts));
     }
   }
-  SECTION("no tasks take no time") {
+  SECTION("no tasks take no time, and start no worker") {
     CHECK(simulate({}, cfg(placement::dynamic_queue, 4, 2)).makespan_ns == 0);
+    sim_config c = cfg(placement::one_per_task, 1, 2);
+    c.worker_start_ns = 1000;
+    CHECK(simulate({}, c).makespan_ns == 0);
   }
   SECTION("bad configurations are rejected") {
     CHECK_THROWS_AS(simulate(cpu_tasks({1}), cfg(placement::static_blocks, 0, 1)),
@@ -175,6 +178,38 @@ TEST_CASE("simulator properties over random task sets", "[models][simulate][prop
         simulate(mixed, cfg(placement::static_blocks, 1, 1, wait_mode::nonblocking)).makespan_ns >=
         overlap_lower_bound(mixed) - 1);
   }
+}
+
+TEST_CASE("simulator: long runs finish (times of 1e10 to 1e12 ns)", "[models][simulate]") {
+  // Regression: an absolute epsilon once left a sliver of CPU work unfinishable past ~17 s.
+  for (std::int64_t scale : {10'000'000'000LL, 1'000'000'000'000LL}) {
+    std::vector<task> ts;
+    for (std::uint32_t i = 0; i < 50; ++i) {
+      ts.push_back({.id = i, .cpu_ns = scale / 7 + i * 13, .wait_ns = (i % 3) * scale / 11});
+    }
+    for (wait_mode w : {wait_mode::blocking, wait_mode::nonblocking}) {
+      for (int p : {1, 3, 4}) {
+        const sim_result r = simulate(ts, cfg(placement::static_blocks, p, 2, w));
+        CHECK(r.makespan_ns >= makespan_lower_bound(ts, 1, 1) / 2 / p);
+        CHECK(simulate(ts, cfg(placement::dynamic_queue, p, 2, w)).makespan_ns > 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("simulator: non-blocking waits on several workers, with per-task overhead",
+          "[models][simulate]") {
+  // Two workers, one core, four tasks of wait 10 then CPU 2, and 1 of overhead before each task.
+  std::vector<task> ts(4, task{.cpu_ns = 2, .wait_ns = 10});
+  for (std::uint32_t i = 0; i < 4; ++i) ts[i].id = i;
+  sim_config c = cfg(placement::dynamic_queue, 2, 1, wait_mode::nonblocking);
+  c.per_task_ns = 1;
+  // The overheads run one at a time on the one core (0-1, 1-2, 2-3, 3-4 with sharing: all four
+  // starts finish by 4), the waits end by 14, then four CPU parts of 2 on one core: 8 more.
+  const sim_result r = simulate(ts, c);
+  CHECK(r.makespan_ns >= 18);
+  CHECK(r.makespan_ns <= 22);
+  CHECK(r.makespan_ns >= overlap_lower_bound(ts));
 }
 
 TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[models][simulate]") {
@@ -263,8 +298,9 @@ TEST_CASE("run_and_check verifies every repetition and judges the median", "[mod
 }
 
 TEST_CASE("median and coefficient of variation", "[models][check]") {
-  CHECK(median({5, 1, 3}) == 3);
-  CHECK(median({}) == 0);
+  CHECK(median(std::vector<std::int64_t>{5, 1, 3}) == 3);
+  CHECK(median(std::vector<std::int64_t>{}) == 0);
+  CHECK(median(std::vector<double>{2.5, 0.5, 1.5, 9.0}) == 2.5);  // the upper middle
   const std::vector<std::int64_t> same{7, 7, 7};
   CHECK(coefficient_of_variation(same) == 0);
   const std::vector<std::int64_t> spread{90, 100, 110};

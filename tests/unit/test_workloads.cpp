@@ -4,6 +4,7 @@
 #include <numeric>
 #include <set>
 
+#include "lessons/common/print.hpp"
 #include "workloads/calibration.hpp"
 #include "workloads/execute.hpp"
 #include "workloads/kernel.hpp"
@@ -61,7 +62,7 @@ TEST_CASE("workloads split time into wait and CPU", "[workloads][task]") {
                   std::invalid_argument);
 }
 
-TEST_CASE("the same seed gives the same task set; another seed another", "[workloads][task]") {
+TEST_CASE("the same seed gives the same task set, another seed another", "[workloads][task]") {
   for (distribution d : {distribution::uniform, distribution::exp, distribution::bimodal}) {
     const auto a = make_task_set(spec_of(64, workload::cpu, d, 1000, 42), 1.5);
     const auto b = make_task_set(spec_of(64, workload::cpu, d, 1000, 42), 1.5);
@@ -80,7 +81,7 @@ TEST_CASE("distributions have the documented shape", "[workloads][task]") {
   };
   SECTION("uniform on [0, 2T]") {
     const auto ts = make_task_set(spec_of(n, workload::cpu, distribution::uniform), 1.0);
-    for (const task& t : ts) REQUIRE((t.cpu_ns >= 0 && t.cpu_ns <= 2 * 1'000'000));
+    for (const task& t : ts) REQUIRE((t.cpu_ns >= 0 && t.cpu_ns <= 2'000'000));
     CHECK(mean_of(ts) == Approx(mean_ns).epsilon(0.02));
   }
   SECTION("exponential with mean T: a long tail, about 37% above the mean") {
@@ -89,7 +90,7 @@ TEST_CASE("distributions have the documented shape", "[workloads][task]") {
     const auto above =
         std::count_if(ts.begin(), ts.end(), [](const task& t) { return t.cpu_ns > 1'000'000; });
     CHECK(static_cast<double>(above) / n == Approx(std::exp(-1.0)).epsilon(0.05));
-    CHECK(totals(ts).max_ns > 5 * 1'000'000);
+    CHECK(totals(ts).max_ns > 5'000'000);
   }
   SECTION("bimodal: one in ten is ten times as long, and the sum is exactly N·T") {
     for (std::size_t tasks : {1U, 2U, 9U, 10U, 16U, 100U}) {
@@ -187,6 +188,7 @@ TEST_CASE("verification accepts a correct run and names every problem", "[worklo
   const auto ts = make_task_set(spec_of(4, workload::cpu, distribution::fixed, 5), 1.0);
   const auto ref = reference_checksums(ts);
   run_result good;
+  good.workers_used = 1;
   for (const task& t : ts) good.records.push_back({.id = t.id, .checksum = ref[t.id]});
   const verification ok = verify(ts, good, ref);
   CHECK(ok.ok);
@@ -220,19 +222,45 @@ TEST_CASE("verification accepts a correct run and names every problem", "[worklo
     r.records.push_back({.id = 99, .checksum = 0});
     CHECK_THAT(verify(ts, r, ref).problems.at(0), Catch::Contains("unknown task 99"));
   }
-  SECTION("a failure reported for a task counts it once; reported and completed is twice") {
+  SECTION("a failure reported for a task counts it once, reported and completed is twice") {
+    auto faulty = ts;
+    faulty[3].inject = fault::throw_exception;
+    faulty[0].inject = fault::throw_exception;
     run_result r = good;
     r.records.pop_back();
     r.failed.push_back({.id = 3, .cause = "exception: x"});
-    const verification v = verify(ts, r, ref);
+    const verification v = verify(faulty, r, ref);
     CHECK(v.ok);
     CHECK(v.failed == 1);
     r.failed.push_back({.id = 0, .cause = "exception: y"});
-    CHECK_FALSE(verify(ts, r, ref).ok);
+    CHECK_FALSE(verify(faulty, r, ref).ok);
+  }
+  SECTION("an executor that drops a task and calls it failed is caught") {
+    run_result r = good;
+    r.records.pop_back();
+    r.failed.push_back({.id = 3, .cause = "lost"});
+    const verification v = verify(ts, r, ref);
+    CHECK_FALSE(v.ok);
+    CHECK_THAT(v.problems.at(0), Catch::Contains("task 3 failed without an injected fault"));
+  }
+  SECTION("a skipped wait, a time outside the run, and an unknown worker are caught") {
+    auto waits = ts;
+    waits[1].wait_ns = 1'000'000;
+    run_result r = good;
+    r.makespan_ns = 2'000'000;
+    r.records[1].end_ns = 500;  // finished in 0.5 µs, though it should have waited 1 ms
+    CHECK_THAT(verify(waits, r, ref).problems.at(0), Catch::Contains("the wait was skipped"));
+    r = good;
+    r.makespan_ns = 100;
+    r.records[2].end_ns = 200;
+    CHECK_THAT(verify(ts, r, ref).problems.at(0), Catch::Contains("outside the run"));
+    r = good;
+    r.records[0].worker = 1;
+    CHECK_THAT(verify(ts, r, ref).problems.at(0), Catch::Contains("worker 1"));
   }
 }
 
-TEST_CASE("compute fires the injected fault; throw names the task", "[workloads][execute]") {
+TEST_CASE("compute fires the injected fault, and throw names the task", "[workloads][execute]") {
   auto ts = make_task_set(spec_of(3, workload::cpu, distribution::fixed, 1), 1.0);
   ts[1].inject = fault::throw_exception;
   CHECK(compute(ts[0]) == spin(ts[0].seed, ts[0].cpu_iterations));
@@ -250,4 +278,16 @@ TEST_CASE("compute fires the injected fault; throw names the task", "[workloads]
   REQUIRE(r.failed.size() == 1);
   CHECK(r.failed[0].id == 1);
   CHECK_THAT(r.failed[0].cause, Catch::StartsWith("exception: injected"));
+}
+
+TEST_CASE("durations print with three significant digits in the unit that fits",
+          "[lessons][print]") {
+  CHECK(format_ns(812) == "812 ns");
+  CHECK(format_ns(57'300) == "57.3 µs");
+  CHECK(format_ns(999'600) == "1.00 ms");  // rounds up into the next unit, not "1000 µs"
+  CHECK(format_ns(81'400'000) == "81.4 ms");
+  CHECK(format_ns(1'234'000'000) == "1.23 s");
+  CHECK(format_ns(0) == "0 ns");
+  CHECK(pad("µs", 4) == "µs  ");  // two columns, though "µ" is two bytes
+  CHECK(pad("toolong", 3) == "toolong");
 }
