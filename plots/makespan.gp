@@ -6,6 +6,7 @@ set xrange [0.8:max_p * 1.25]
 set xlabel "P (workers requested)"
 set ylabel "makespan (ms)"
 set yrange [0:*]
+set key outside right top
 do for [w in "cpu wait mixed"] {
   set output data."/makespan_".w.".".fmt
   set title sprintf("Makespan against P: %d %s tasks of %g ms, %d cores (points measured, dashed predicted)", tasks, w, task_us / 1000, cores)
