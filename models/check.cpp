@@ -47,6 +47,8 @@ checked_run run_and_check(const executor& exec, std::span<const task> tasks,
     run_options ro;
     ro.workers = options.workers;
     ro.task_timeout = options.task_timeout;
+    ro.stop = options.stop;
+    ro.on_error = options.on_error;
     run_result result = measure(exec, tasks, ro);
     verification v = verify(tasks, result, reference);
     if (!v.ok || r == 0) out.verified = std::move(v);  // keep the first failure, if any
@@ -79,6 +81,10 @@ checked_run run_and_check(const executor& exec, std::span<const task> tasks,
   in.runnable_threads = predicted.config.workers;
   in.cores = predicted.config.cores;
   out.judged = judge(in);
+  if (out.run.stopped) {  // the prediction assumed every task runs; these did not
+    out.judged.within = false;
+    out.judged.cause = "not judged: the run was stopped (cancelled, or at its first error)";
+  }
   return out;
 }
 

@@ -42,6 +42,8 @@ struct check_options {
   int repeats = 1;          ///< runs; the median makespan is judged, their CV reported
   double tolerance = 0.10;  ///< see default_tolerance()
   std::optional<std::chrono::milliseconds> task_timeout;
+  std::stop_token stop;  ///< cancellation, passed to every run
+  error_policy on_error = error_policy::collect_all;
 };
 
 struct checked_run {

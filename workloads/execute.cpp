@@ -69,10 +69,15 @@ std::string describe_current_exception() {
 }
 
 void result_slots::run_into(const task& t, run_clock::time_point origin, int worker) {
+  if (stopping()) {
+    fail(t.id, std::string(k_cancelled));
+    return;
+  }
   try {
     complete(run_blocking(t, origin, worker));
   } catch (...) {
     fail(t.id, describe_current_exception());
+    if (on_error_ == error_policy::stop_at_first) first_error_.request_stop();
   }
 }
 
@@ -94,6 +99,7 @@ run_result result_slots::collect(int workers_used) && {
     if (done_[i] != 0) r.records.push_back(records_[i]);
   }
   r.failed = std::move(failed_);
+  r.stopped = stopping();
   return r;
 }
 

@@ -44,10 +44,19 @@ void blocking_wait(const task& t);
 /// join; slots.collect(p).
 class result_slots {
  public:
-  explicit result_slots(std::size_t n) : records_(n), done_(n, 0) {}
+  /// n slots, honouring `options`' cancellation and error policy.
+  explicit result_slots(std::size_t n, const run_options& options = {})
+      : records_(n), done_(n, 0), stop_(options.stop), on_error_(options.on_error) {}
 
-  /// run_blocking() for task t, on the calling worker; a thrown fault becomes t's failure.
+  /// run_blocking() for task t, on the calling worker; a thrown fault becomes t's failure. If
+  /// the run has been stopped (cancelled, or a first error under stop_at_first), t does not start
+  /// and is reported as cancelled.
   void run_into(const task& t, run_clock::time_point origin, int worker);
+
+  /// True once the run should start no more tasks.
+  [[nodiscard]] bool stopping() const {
+    return stop_.stop_requested() || first_error_.stop_requested();
+  }
   void complete(const task_record& r);
   void fail(std::uint32_t id, std::string cause);
 
@@ -60,6 +69,9 @@ class result_slots {
   std::vector<std::uint8_t> done_;  // 1 once slot i holds a record
   std::mutex failed_mutex_;
   std::vector<task_failure> failed_;  // guarded by failed_mutex_
+  std::stop_token stop_;              // the caller's cancellation
+  std::stop_source first_error_;      // requested by the first failure under stop_at_first
+  error_policy on_error_;
 };
 
 }  // namespace clab

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,10 +36,18 @@ struct task_failure {
   std::string cause;
 };
 
+/// What a run does after a task fails: go on with every other task and report each outcome (like
+/// Python's gather(..., return_exceptions=True)), or stop starting new tasks after the first.
+enum class error_policy : std::uint8_t { collect_all, stop_at_first };
+
 struct run_options {
   int workers = 1;                 ///< P, as asked; see workers_used() for what an executor starts
   run_clock::time_point origin{};  ///< time zero of the run's records; measure() sets it
   std::optional<std::chrono::milliseconds> task_timeout;  ///< only where can_enforce_timeout
+  /// Cancellation: once stop is requested, no task starts any more; each task not yet started is
+  /// reported failed as cancelled. Tasks already running finish (a thread cannot be interrupted).
+  std::stop_token stop;
+  error_policy on_error = error_policy::collect_all;
 };
 
 struct run_result {
@@ -46,7 +55,11 @@ struct run_result {
   std::vector<task_failure> failed;  ///< one per failed task
   int workers_used = 0;              ///< threads (or processes) that ran tasks
   std::int64_t makespan_ns = 0;      ///< set by measure(): origin to the executor's return
+  bool stopped = false;  ///< cancelled, or stopped at a first error: some tasks never started
 };
+
+/// The cause reported for a task that a stop kept from starting.
+inline constexpr std::string_view k_cancelled = "cancelled before it started";
 
 /// How tasks are placed on workers.
 enum class placement : std::uint8_t {

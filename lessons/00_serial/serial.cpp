@@ -9,7 +9,7 @@ namespace clab {
 
 // [snippet:serial-loop]
 run_result run_serial(std::span<const task> tasks, const run_options& options) {
-  result_slots slots(tasks.size());
+  result_slots slots(tasks.size(), options);
   for (const task& t : tasks) {
     slots.run_into(t, options.origin, /*worker=*/0);  // wait, then compute; a throw is recorded
   }

@@ -10,7 +10,7 @@ namespace clab {
 
 // [snippet:per-task]
 run_result run_thread_per_task(std::span<const task> tasks, const run_options& options) {
-  result_slots slots(tasks.size());
+  result_slots slots(tasks.size(), options);
   {
     std::vector<std::jthread> threads;
     threads.reserve(tasks.size());

@@ -11,7 +11,7 @@ namespace clab {
 // [snippet:static-partition]
 run_result run_static_threads(std::span<const task> tasks, const run_options& options) {
   const int p = workers_used(static_threads_executor().plan, options.workers, tasks.size());
-  result_slots slots(tasks.size());
+  result_slots slots(tasks.size(), options);
   {
     std::vector<std::jthread> threads;
     threads.reserve(static_cast<std::size_t>(p));

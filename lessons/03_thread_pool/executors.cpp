@@ -43,10 +43,14 @@ constexpr schedule k_dynamic{.policy = placement::dynamic_queue,
                              .workers = worker_rule::requested,
                              .worker_start = unit_cost::thread_start};
 
+/// Thrown by a job that a stop kept from starting; the gather below reports it as cancelled.
+struct task_cancelled {};
+
 // [snippet:naive-run]
 run_result run_naive_pool(std::span<const task> tasks, const run_options& options) {
   const int p = workers_used(k_dynamic, options.workers, tasks.size());
   worker_numbers numbers;
+  std::stop_source first_error;  // requested by the first failure under stop_at_first
   run_result out;
   out.workers_used = p;
   if (p == 0) return out;
@@ -54,17 +58,26 @@ run_result run_naive_pool(std::span<const task> tasks, const run_options& option
   std::vector<std::future<task_record>> results;
   results.reserve(tasks.size());
   for (const task& t : tasks) {
-    results.push_back(pool.submit([&t, &numbers, origin = options.origin] {
-      return run_blocking(t, origin, numbers.this_thread());
+    results.push_back(pool.submit([&t, &numbers, &options, &first_error]() -> task_record {
+      if (options.stop.stop_requested() || first_error.stop_requested()) throw task_cancelled{};
+      try {
+        return run_blocking(t, options.origin, numbers.this_thread());
+      } catch (...) {
+        if (options.on_error == error_policy::stop_at_first) first_error.request_stop();
+        throw;  // into the future, and from there to the caller
+      }
     }));
   }
   for (std::size_t i = 0; i < results.size(); ++i) {  // gather: wait for each in turn
     try {
       out.records.push_back(results[i].get());
+    } catch (const task_cancelled&) {
+      out.failed.push_back({tasks[i].id, std::string(k_cancelled)});
     } catch (...) {  // the task's exception, carried by its future to the caller
       out.failed.push_back({tasks[i].id, describe_current_exception()});
     }
   }
+  out.stopped = options.stop.stop_requested() || first_error.stop_requested();
   return out;
 }
 // [end-snippet]
@@ -87,7 +100,7 @@ void run_one(void* context, std::size_t i) {
 // [snippet:stealing-run]
 run_result run_stealing_pool(std::span<const task> tasks, const run_options& options) {
   const int p = workers_used(k_dynamic, options.workers, tasks.size());
-  result_slots slots(tasks.size());
+  result_slots slots(tasks.size(), options);
   std::latch done(static_cast<std::ptrdiff_t>(tasks.size()));
   worker_numbers numbers;
   if (p > 0) {
@@ -102,7 +115,7 @@ run_result run_stealing_pool(std::span<const task> tasks, const run_options& opt
 
 run_result run_priority_pool(std::span<const task> tasks, const run_options& options) {
   const int p = workers_used(k_dynamic, options.workers, tasks.size());
-  result_slots slots(tasks.size());
+  result_slots slots(tasks.size(), options);
   std::latch done(static_cast<std::ptrdiff_t>(tasks.size()));
   worker_numbers numbers;
   if (p > 0) {
@@ -118,7 +131,7 @@ run_result run_priority_pool(std::span<const task> tasks, const run_options& opt
 
 run_result run_asio_pool(std::span<const task> tasks, const run_options& options) {
   const int p = workers_used(k_dynamic, options.workers, tasks.size());
-  result_slots slots(tasks.size());
+  result_slots slots(tasks.size(), options);
   worker_numbers numbers;
   if (p > 0) {
     boost::asio::thread_pool pool(static_cast<std::size_t>(p));
@@ -134,7 +147,7 @@ run_result run_asio_pool(std::span<const task> tasks, const run_options& options
 
 run_result run_tbb(std::span<const task> tasks, const run_options& options) {
   const int p = workers_used(k_dynamic, options.workers, tasks.size());
-  result_slots slots(tasks.size());
+  result_slots slots(tasks.size(), options);
   if (p > 0) {
     // P may exceed the cores here, as for every other executor: lift oneTBB's default cap.
     tbb::global_control limit(tbb::global_control::max_allowed_parallelism,

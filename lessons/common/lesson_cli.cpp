@@ -7,12 +7,16 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lessons/common/print.hpp"
@@ -50,6 +54,8 @@ struct flags {
   std::optional<std::size_t> fail_task;
   std::string fail_how = "throw";
   std::optional<int> task_timeout_ms;
+  std::optional<int> cancel_after_ms;
+  std::string errors = "all";
 };
 
 struct plan {
@@ -123,6 +129,9 @@ plan check(const flags& f, const lesson_info& lesson) {
                         " for --tasks " + std::to_string(f.tasks));
     }
     p.inject = parse_fault(f.fail_how).value();
+  }
+  if (f.cancel_after_ms && f.repeat > 1) {
+    throw usage_error("--cancel-after-ms: cancels one run; allowed only with --repeat 1");
   }
   if (f.task_timeout_ms && !p.exec->can_enforce_timeout) {
     throw usage_error("--task-timeout-ms: executor '" + std::string(p.exec->name) +
@@ -205,10 +214,13 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["makespan_ns"] = run->makespan_ns;
   j["ratio"] = run->judged.ratio;
   j["tolerance"] = default_tolerance(p.spec.kind);
-  j["verdict"] = run->judged.within ? "within" : "deviating";
+  j["verdict"] = run->run.stopped ? "not-judged" : run->judged.within ? "within" : "deviating";
   j["cause"] = run->judged.cause;
   j["verified"] = run->verified.ok;
   j["completed"] = run->verified.completed;
+  j["stopped"] = run->run.stopped;
+  j["cancelled"] = std::count_if(run->run.failed.begin(), run->run.failed.end(),
+                                 [](const task_failure& f) { return f.cause == k_cancelled; });
   j["failed"] = nlohmann::ordered_json::array();
   for (const task_failure& f : run->run.failed) {
     j["failed"].push_back({{"id", f.id}, {"cause", f.cause}});
@@ -300,10 +312,11 @@ void print_run(const plan& p, std::span<const task> tasks, const prediction& pre
   std::snprintf(ratio_buf, sizeof ratio_buf, "%-7.3f", v.ratio);
   const std::string ratio = std::isfinite(v.ratio) ? ratio_buf : "-      ";
   std::printf("\n           %-11s %-11s %-7s %s\n", "measured", "predicted", "ratio", "verdict");
-  std::printf(
-      "makespan   %s %s %s %s\n", pad(format_ns(run.makespan_ns), 11).c_str(),
-      pad(format_ns(pred.simulated.makespan_ns), 11).c_str(), ratio.c_str(),
-      v.within ? ("within " + std::string(tol)).c_str() : ("deviating: " + v.cause).c_str());
+  std::printf("makespan   %s %s %s %s\n", pad(format_ns(run.makespan_ns), 11).c_str(),
+              pad(format_ns(pred.simulated.makespan_ns), 11).c_str(), ratio.c_str(),
+              v.within          ? ("within " + std::string(tol)).c_str()
+              : run.run.stopped ? v.cause.c_str()
+                                : ("deviating: " + v.cause).c_str());
   if (run.makespans.size() > 1) {
     std::printf("repeats    %zu runs, median shown, CV %.1f%%\n", run.makespans.size(),
                 run.cv * 100);
@@ -317,10 +330,18 @@ void print_run(const plan& p, std::span<const task> tasks, const prediction& pre
     std::printf("verified   NO\n");
     for (const std::string& problem : run.verified.problems) std::printf("  %s\n", problem.c_str());
   }
+  std::size_t cancelled = 0;
   for (const task_failure& f : run.run.failed) {
-    std::printf("failed     task %u: %s\n", f.id, f.cause.c_str());
+    if (f.cause == k_cancelled) {
+      ++cancelled;
+    } else {
+      std::printf("failed     task %u: %s\n", f.id, f.cause.c_str());
+    }
   }
-  if (run.makespan_ns > 0 && pred.serial_ns > 0 && pred.config.workers > 1) {
+  if (cancelled > 0) {
+    std::printf("cancelled  %zu tasks never started: the run was stopped\n", cancelled);
+  }
+  if (run.makespan_ns > 0 && pred.serial_ns > 0 && pred.config.workers > 1 && !run.run.stopped) {
     std::printf("speedup    %.2f× over the serial model Σt_i, with %s on %s\n",
                 static_cast<double>(pred.serial_ns) / static_cast<double>(run.makespan_ns),
                 count(pred.config.workers, "worker").c_str(),
@@ -389,6 +410,14 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
       ->check(CLI::IsMember({"throw", "abort", "segv", "hang"}))
       ->needs(fail_task)
       ->capture_default_str();
+  app.add_option("--cancel-after-ms", f.cancel_after_ms,
+                 "M: cancel the run after M ms: running tasks finish, the rest never start")
+      ->check(CLI::Range(0, 3'600'000));
+  app.add_option("--errors", f.errors,
+                 "after a task fails: all (run every other task, report each outcome) or first "
+                 "(start no task after the first failure)")
+      ->check(CLI::IsMember({"all", "first"}))
+      ->capture_default_str();
   app.add_option("--task-timeout-ms", f.task_timeout_ms,
                  "M: stop a task after M ms, where the executor can")
       ->check(CLI::Range(1, 3'600'000));
@@ -450,7 +479,22 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
   opts.repeats = f.repeat;
   opts.tolerance = default_tolerance(p.spec.kind);
   if (f.task_timeout_ms) opts.task_timeout = std::chrono::milliseconds(*f.task_timeout_ms);
+  opts.on_error = f.errors == "first" ? error_policy::stop_at_first : error_policy::collect_all;
   const std::vector<std::uint64_t> reference = reference_checksums(tasks);
+  std::stop_source cancel;
+  opts.stop = cancel.get_token();
+  std::optional<std::jthread> canceller;  // requests the stop after --cancel-after-ms, then ends
+  if (f.cancel_after_ms) {
+    canceller.emplace([&cancel, ms = *f.cancel_after_ms](std::stop_token done) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      if (!cv.wait_for(lock, done, std::chrono::milliseconds(ms), [] { return false; }) &&
+          !done.stop_requested()) {
+        cancel.request_stop();
+      }
+    });
+  }
   checked_run run;
   try {
     run = run_and_check(*p.exec, tasks, pred, opts, reference);

@@ -1,9 +1,13 @@
 // Every executor of every lesson (lessons/registry): verified results for every workload and
 // distribution, P = 1 … 2 × cores, N = 0, 1, N < P and N > P; a thrown fault is reported while
 // every other task completes.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <set>
+#include <stop_token>
 #include <string>
+#include <thread>
 
 #include "lessons/registry.hpp"
 #include "models/check.hpp"
@@ -100,4 +104,76 @@ TEST_CASE("the registry names each executor once, under its lesson", "[executors
     CHECK_FALSE(e->summary.empty());
   }
   CHECK(find_executor("no-such-executor") == nullptr);
+}
+
+namespace {
+
+std::size_t count_cancelled(const run_result& r) {
+  return static_cast<std::size_t>(
+      std::count_if(r.failed.begin(), r.failed.end(),
+                    [](const task_failure& f) { return f.cause == k_cancelled; }));
+}
+
+}  // namespace
+
+TEST_CASE("a stop requested before the run starts no task, and each is reported cancelled",
+          "[executors][cancel]") {
+  for (const executor* e : all_executors()) {
+    CAPTURE(e->name);
+    const auto ts = tasks_of(9, workload::wait, distribution::fixed, 1000);
+    std::stop_source stop;
+    stop.request_stop();
+    const run_result r = measure(*e, ts, {.workers = 2, .stop = stop.get_token()});
+    CHECK(r.records.empty());
+    CHECK(count_cancelled(r) == ts.size());
+    CHECK(r.stopped);
+    CHECK(verify(ts, r, reference_checksums(ts)).ok);
+  }
+}
+
+TEST_CASE("cancelling mid-run: started tasks finish, the rest are cancelled, none is lost",
+          "[executors][cancel]") {
+  for (const executor* e : all_executors()) {
+    CAPTURE(e->name);
+    const auto ts = tasks_of(40, workload::wait, distribution::fixed, 2000);  // 40 ms on 2 workers
+    std::stop_source stop;
+    std::jthread canceller([&stop] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      stop.request_stop();
+    });
+    const run_result r = measure(*e, ts, {.workers = 2, .stop = stop.get_token()});
+    canceller.join();
+    const verification v = verify(ts, r, reference_checksums(ts));
+    INFO((v.problems.empty() ? std::string() : v.problems.front()));
+    CHECK(v.ok);
+    CHECK(r.records.size() + count_cancelled(r) == ts.size());
+    if (e->plan.workers == worker_rule::requested || e->plan.workers == worker_rule::one) {
+      CHECK(r.records.size() >= 2);     // the tasks running at 10 ms finished
+      CHECK(count_cancelled(r) >= 20);  // two workers cannot have started more than ~12 by then
+    }
+  }
+}
+
+TEST_CASE("stop at the first error: the failing task is reported, later ones are cancelled",
+          "[executors][errors]") {
+  for (const executor* e : all_executors()) {
+    CAPTURE(e->name);
+    auto ts = tasks_of(12, workload::wait, distribution::fixed, 1000);
+    ts[2].inject = fault::throw_exception;
+    const auto ref = reference_checksums(ts);
+    const run_result first =
+        measure(*e, ts, {.workers = 2, .on_error = error_policy::stop_at_first});
+    CHECK(verify(ts, first, ref).ok);
+    CHECK(first.stopped);
+    const auto real = std::count_if(first.failed.begin(), first.failed.end(),
+                                    [](const task_failure& f) { return f.cause != k_cancelled; });
+    CHECK(real == 1);  // task 2 itself, with its exception
+    if (e->plan.workers == worker_rule::one) CHECK(count_cancelled(first) == 9);  // tasks 3 to 11
+    // The default, collect_all: every other task still runs, like return_exceptions=True.
+    const run_result all = measure(*e, ts, {.workers = 2});
+    CHECK(verify(ts, all, ref).ok);
+    CHECK_FALSE(all.stopped);
+    CHECK(all.records.size() == 11);
+    CHECK(count_cancelled(all) == 0);
+  }
 }
