@@ -46,14 +46,17 @@ std::string ms(double ns) { return fmt(ns / 1e6, 3); }
 std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '<')
+    if (c == '<') {
       out += "&lt;";
-    else if (c == '>')
+    } else if (c == '>') {
       out += "&gt;";
-    else if (c == '&')
+    } else if (c == '&') {
       out += "&amp;";
-    else
+    } else if (c == '"') {
+      out += "&quot;";
+    } else {
       out += c;
+    }
   }
   return out;
 }
@@ -83,7 +86,12 @@ nlohmann::json parse_gbench_json(const std::string& text) {
   bool in_string = false;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
-    if (c == '"' && (i == 0 || text[i - 1] != '\\')) in_string = !in_string;
+    if (in_string && c == '\\' && i + 1 < text.size()) {  // an escape: copy it and what it escapes
+      clean += c;
+      clean += text[++i];
+      continue;
+    }
+    if (c == '"') in_string = !in_string;
     if (!in_string) {
       // A bare literal where a value belongs: NaN, nan, -nan, inf, -inf, Infinity, -Infinity.
       bool replaced = false;
@@ -431,12 +439,13 @@ void write_index(const sweep_report& report, const std::vector<scaling_fit>& fit
          "µs</th><th>measured ms</th>"
          "<th>predicted ms</th><th>ratio</th><th>CV</th><th class=l>verdict</th></tr>\n";
   for (const sweep_point& p : report.points) {
-    out << "<tr" << (p.judged.within ? "" : " class=dev") << "><td class=l>" << p.family
-        << "</td><td class=l>" << html_escape(p.executor) << "</td><td class=l>" << p.workload
-        << "</td><td class=l>" << p.dist << "</td><td>" << p.tasks << "</td><td>" << p.workers
-        << "</td><td>" << p.task_us << "</td><td>" << ms(p.makespan_ns) << "</td><td>"
-        << ms(p.predicted_ns) << "</td><td>" << fmt(p.judged.ratio, 3) << "</td><td>"
-        << fmt(p.cv * 100, 1) << "%</td><td class=l>"
+    out << "<tr" << (p.judged.within ? "" : " class=dev") << "><td class=l>"
+        << html_escape(p.family) << "</td><td class=l>" << html_escape(p.executor)
+        << "</td><td class=l>" << html_escape(p.workload) << "</td><td class=l>"
+        << html_escape(p.dist) << "</td><td>" << p.tasks << "</td><td>" << p.workers << "</td><td>"
+        << p.task_us << "</td><td>" << ms(p.makespan_ns) << "</td><td>" << ms(p.predicted_ns)
+        << "</td><td>" << fmt(p.judged.ratio, 3) << "</td><td>" << fmt(p.cv * 100, 1)
+        << "%</td><td class=l>"
         << (p.judged.within ? "within" : "deviating: " + html_escape(p.judged.cause))
         << "</td></tr>\n";
   }

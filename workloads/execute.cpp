@@ -1,5 +1,6 @@
 #include "workloads/execute.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -99,7 +100,8 @@ run_result result_slots::collect(int workers_used) && {
     if (done_[i] != 0) r.records.push_back(records_[i]);
   }
   r.failed = std::move(failed_);
-  r.stopped = stopping();
+  r.stopped = std::any_of(r.failed.begin(), r.failed.end(),
+                          [](const task_failure& f) { return f.cause == k_cancelled; });
   return r;
 }
 

@@ -55,7 +55,7 @@ struct run_result {
   std::vector<task_failure> failed;  ///< one per failed task
   int workers_used = 0;              ///< threads (or processes) that ran tasks
   std::int64_t makespan_ns = 0;      ///< set by measure(): origin to the executor's return
-  bool stopped = false;  ///< cancelled, or stopped at a first error: some tasks never started
+  bool stopped = false;  ///< a stop (cancellation or a first error) kept some task from starting
 };
 
 /// The cause reported for a task that a stop kept from starting.

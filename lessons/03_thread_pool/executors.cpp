@@ -22,20 +22,23 @@ namespace clab {
 namespace {
 
 /// Numbers the threads of one run 0, 1, 2, … in the order they first ask (pools do not say which
-/// of their threads runs a task; the records and the Gantt plot need it).
+/// of their threads runs a task; the records and the Gantt plot need it). Each run has its own
+/// generation number, so a thread that served an earlier run is numbered afresh.
 class worker_numbers {
  public:
   int this_thread() {
-    thread_local const worker_numbers* owner = nullptr;
+    thread_local std::uint64_t seen = 0;
     thread_local int number = 0;
-    if (owner != this) {
-      owner = this;
+    if (seen != generation_) {
+      seen = generation_;
       number = next_.fetch_add(1, std::memory_order_relaxed);
     }
     return number;
   }
 
  private:
+  static inline std::atomic<std::uint64_t> generations_{0};
+  const std::uint64_t generation_ = generations_.fetch_add(1) + 1;
   std::atomic<int> next_{0};
 };
 
@@ -77,7 +80,8 @@ run_result run_naive_pool(std::span<const task> tasks, const run_options& option
       out.failed.push_back({tasks[i].id, describe_current_exception()});
     }
   }
-  out.stopped = options.stop.stop_requested() || first_error.stop_requested();
+  out.stopped = std::any_of(out.failed.begin(), out.failed.end(),
+                            [](const task_failure& f) { return f.cause == k_cancelled; });
   return out;
 }
 // [end-snippet]

@@ -4,7 +4,17 @@ namespace clab {
 
 priority_pool::priority_pool(int workers) {
   workers_.reserve(static_cast<std::size_t>(workers));
-  for (int k = 0; k < workers; ++k) workers_.emplace_back([this] { work(); });
+  try {
+    for (int k = 0; k < workers; ++k) workers_.emplace_back([this] { work(); });
+  } catch (...) {  // a thread did not start: stop the ones that did, or joining them never ends
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    workers_.clear();
+    throw;
+  }
 }
 
 priority_pool::~priority_pool() {

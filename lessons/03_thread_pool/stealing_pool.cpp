@@ -5,7 +5,17 @@ namespace clab {
 stealing_pool::stealing_pool(int workers) {
   for (int k = 0; k < workers; ++k) queues_.push_back(std::make_unique<queue>());
   workers_.reserve(static_cast<std::size_t>(workers));
-  for (std::size_t k = 0; k < queues_.size(); ++k) workers_.emplace_back([this, k] { work(k); });
+  try {
+    for (std::size_t k = 0; k < queues_.size(); ++k) workers_.emplace_back([this, k] { work(k); });
+  } catch (...) {  // a thread did not start: stop the ones that did, or joining them never ends
+    {
+      std::lock_guard lock(sleep_mutex_);
+      stopping_.store(true);
+    }
+    wake_.notify_all();
+    workers_.clear();
+    throw;
+  }
 }
 
 stealing_pool::~stealing_pool() {

@@ -357,6 +357,68 @@ void print_run(const plan& p, std::span<const task> tasks, const prediction& pre
   }
 }
 
+/// Everything after the flags are checked: calibrate, generate, predict, run, print.
+int run_lesson(const lesson_info& lesson, const std::string& program, const flags& f,
+               const plan& p) {
+  const calibration machine = calibrate();
+  std::vector<task> tasks = make_task_set(p.spec, machine.ns_per_iteration);
+  if (f.fail_task) tasks[*f.fail_task].inject = p.inject;
+  const prediction pred = predict(*p.exec, tasks, p.workers, machine);
+
+  if (f.predict) {
+    if (f.json) {
+      std::cout << json_line(lesson, p, tasks, machine, pred, nullptr).dump() << '\n';
+    } else {
+      print_header(lesson, p, tasks, machine);
+      print_model(pred, tasks);
+      std::printf("\nprediction %s   (run without --predict to measure it)\n",
+                  format_ns(pred.simulated.makespan_ns).c_str());
+    }
+    return 0;
+  }
+  if (p.inject == fault::hang && !f.task_timeout_ms) {
+    std::fprintf(stderr,
+                 "%s: note: task %zu will hang forever and executor '%s' cannot stop it; "
+                 "press Ctrl-C to end the run\n",
+                 program.c_str(), *f.fail_task, std::string(p.exec->name).c_str());
+  }
+  if (!f.json) {
+    print_header(lesson, p, tasks, machine);
+    print_model(pred, tasks);
+    std::fflush(stdout);  // a fault that kills the process should not swallow the header
+  }
+
+  check_options opts;
+  opts.workers = p.workers;
+  opts.repeats = f.repeat;
+  opts.tolerance = default_tolerance(p.spec.kind);
+  if (f.task_timeout_ms) opts.task_timeout = std::chrono::milliseconds(*f.task_timeout_ms);
+  opts.on_error = f.errors == "first" ? error_policy::stop_at_first : error_policy::collect_all;
+  const std::vector<std::uint64_t> reference = reference_checksums(tasks);
+  std::stop_source cancel;
+  opts.stop = cancel.get_token();
+  std::optional<std::jthread> canceller;  // requests the stop after --cancel-after-ms, then ends
+  if (f.cancel_after_ms) {
+    canceller.emplace([&cancel, ms = *f.cancel_after_ms](std::stop_token done) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::unique_lock lock(m);
+      if (!cv.wait_for(lock, done, std::chrono::milliseconds(ms), [] { return false; }) &&
+          !done.stop_requested()) {
+        cancel.request_stop();
+      }
+    });
+  }
+  const checked_run run = run_and_check(*p.exec, tasks, pred, opts, reference);
+
+  if (f.json) {
+    std::cout << json_line(lesson, p, tasks, machine, pred, &run).dump() << '\n';
+  } else {
+    print_run(p, tasks, pred, run, f.gantt);
+  }
+  return run.verified.ok && run.run.failed.empty() ? 0 : 1;
+}
+
 }  // namespace
 
 int lesson_main(const lesson_info& lesson, int argc, char** argv) {
@@ -446,69 +508,12 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
     return 2;
   }
 
-  const calibration machine = calibrate();
-  std::vector<task> tasks = make_task_set(p.spec, machine.ns_per_iteration);
-  if (f.fail_task) tasks[*f.fail_task].inject = p.inject;
-  const prediction pred = predict(*p.exec, tasks, p.workers, machine);
-
-  if (f.predict) {
-    if (f.json) {
-      std::cout << json_line(lesson, p, tasks, machine, pred, nullptr).dump() << '\n';
-    } else {
-      print_header(lesson, p, tasks, machine);
-      print_model(pred, tasks);
-      std::printf("\nprediction %s   (run without --predict to measure it)\n",
-                  format_ns(pred.simulated.makespan_ns).c_str());
-    }
-    return 0;
-  }
-  if (p.inject == fault::hang && !f.task_timeout_ms) {
-    std::fprintf(stderr,
-                 "%s: note: task %zu will hang forever and executor '%s' cannot stop it; "
-                 "press Ctrl-C to end the run\n",
-                 program.c_str(), *f.fail_task, std::string(p.exec->name).c_str());
-  }
-  if (!f.json) {
-    print_header(lesson, p, tasks, machine);
-    print_model(pred, tasks);
-    std::fflush(stdout);  // a fault that kills the process should not swallow the header
-  }
-
-  check_options opts;
-  opts.workers = p.workers;
-  opts.repeats = f.repeat;
-  opts.tolerance = default_tolerance(p.spec.kind);
-  if (f.task_timeout_ms) opts.task_timeout = std::chrono::milliseconds(*f.task_timeout_ms);
-  opts.on_error = f.errors == "first" ? error_policy::stop_at_first : error_policy::collect_all;
-  const std::vector<std::uint64_t> reference = reference_checksums(tasks);
-  std::stop_source cancel;
-  opts.stop = cancel.get_token();
-  std::optional<std::jthread> canceller;  // requests the stop after --cancel-after-ms, then ends
-  if (f.cancel_after_ms) {
-    canceller.emplace([&cancel, ms = *f.cancel_after_ms](std::stop_token done) {
-      std::mutex m;
-      std::condition_variable_any cv;
-      std::unique_lock lock(m);
-      if (!cv.wait_for(lock, done, std::chrono::milliseconds(ms), [] { return false; }) &&
-          !done.stop_requested()) {
-        cancel.request_stop();
-      }
-    });
-  }
-  checked_run run;
   try {
-    run = run_and_check(*p.exec, tasks, pred, opts, reference);
-  } catch (const std::exception& e) {  // the run itself broke: a thread or process did not start
+    return run_lesson(lesson, program, f, p);
+  } catch (const std::exception& e) {  // the machine refused: a thread, memory, a clock
     std::fprintf(stderr, "%s: the run failed: %s\n", program.c_str(), e.what());
     return 1;
   }
-
-  if (f.json) {
-    std::cout << json_line(lesson, p, tasks, machine, pred, &run).dump() << '\n';
-  } else {
-    print_run(p, tasks, pred, run, f.gantt);
-  }
-  return run.verified.ok && run.run.failed.empty() ? 0 : 1;
 }
 
 }  // namespace clab

@@ -164,11 +164,14 @@ TEST_CASE("stop at the first error: the failing task is reported, later ones are
     const run_result first =
         measure(*e, ts, {.workers = 2, .on_error = error_policy::stop_at_first});
     CHECK(verify(ts, first, ref).ok);
-    CHECK(first.stopped);
+    CHECK(first.stopped ==
+          (count_cancelled(first) > 0));  // a thread per task starts them all at once
     const auto real = std::count_if(first.failed.begin(), first.failed.end(),
                                     [](const task_failure& f) { return f.cause != k_cancelled; });
     CHECK(real == 1);  // task 2 itself, with its exception
     if (e->plan.workers == worker_rule::one) CHECK(count_cancelled(first) == 9);  // tasks 3 to 11
+    // Two workers reach task 2 after about one task each: most of the twelve never start.
+    if (e->plan.workers == worker_rule::requested) CHECK(count_cancelled(first) >= 4);
     // The default, collect_all: every other task still runs, like return_exceptions=True.
     const run_result all = measure(*e, ts, {.workers = 2});
     CHECK(verify(ts, all, ref).ok);
