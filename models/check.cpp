@@ -29,10 +29,8 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   p.lower_bound_ns =
       exec.plan.waits == wait_mode::blocking
           ? makespan_lower_bound(as_run, p.config.workers, machine.cores)
-          : std::max(
-                overlap_lower_bound(as_run) / std::max(1, p.config.workers),
-                std::max(tot.sum_cpu_ns / effective_parallelism(p.config.workers, machine.cores),
-                         tot.max_ns));
+          : std::max(tot.sum_cpu_ns / effective_parallelism(p.config.workers, machine.cores),
+                     tot.max_ns);
   p.serial_ns = serial_makespan(tasks);
   return p;
 }

@@ -1,29 +1,26 @@
 #include "lessons/03_thread_pool/naive_pool.hpp"
 
+#include "lessons/03_thread_pool/start_workers.hpp"
+
 namespace clab {
 
 naive_pool::naive_pool(int workers) {
-  workers_.reserve(static_cast<std::size_t>(workers));
-  try {
-    for (int k = 0; k < workers; ++k) workers_.emplace_back([this] { work(); });
-  } catch (...) {  // a thread did not start: stop the ones that did, or joining them never ends
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    workers_.clear();
-    throw;
-  }
+  workers_ = start_workers(
+      static_cast<std::size_t>(workers), [this](std::size_t) { work(); },
+      [this] { stop_workers(); });
 }
 
 naive_pool::~naive_pool() {
+  stop_workers();
+  workers_.clear();  // joins; each worker leaves only once every queued job has run
+}
+
+void naive_pool::stop_workers() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
   cv_.notify_all();
-  workers_.clear();  // joins; each worker leaves only once the queue is empty
 }
 
 // [snippet:naive-worker]

@@ -46,6 +46,8 @@ class naive_pool {
   }
 
  private:
+  /// Tells every worker to return once the queues are empty, and wakes the sleeping ones.
+  void stop_workers();
   void work();
 
   std::mutex mutex_;

@@ -27,6 +27,8 @@ class priority_pool {
   void submit(job j, double priority);
 
  private:
+  /// Tells every worker to return once the queues are empty, and wakes the sleeping ones.
+  void stop_workers();
   struct entry {
     double priority;
     std::uint64_t seq;  // submission order, to break ties first-come first-served

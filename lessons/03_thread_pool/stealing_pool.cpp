@@ -1,30 +1,27 @@
 #include "lessons/03_thread_pool/stealing_pool.hpp"
 
+#include "lessons/03_thread_pool/start_workers.hpp"
+
 namespace clab {
 
 stealing_pool::stealing_pool(int workers) {
   for (int k = 0; k < workers; ++k) queues_.push_back(std::make_unique<queue>());
-  workers_.reserve(static_cast<std::size_t>(workers));
-  try {
-    for (std::size_t k = 0; k < queues_.size(); ++k) workers_.emplace_back([this, k] { work(k); });
-  } catch (...) {  // a thread did not start: stop the ones that did, or joining them never ends
-    {
-      std::lock_guard lock(sleep_mutex_);
-      stopping_.store(true);
-    }
-    wake_.notify_all();
-    workers_.clear();
-    throw;
-  }
+  workers_ = start_workers(
+      static_cast<std::size_t>(workers), [this](std::size_t k) { work(k); },
+      [this] { stop_workers(); });
 }
 
 stealing_pool::~stealing_pool() {
+  stop_workers();
+  workers_.clear();  // joins; each worker leaves only once every queued job has run
+}
+
+void stealing_pool::stop_workers() {
   {
     std::lock_guard lock(sleep_mutex_);
     stopping_.store(true);
   }
   wake_.notify_all();
-  workers_.clear();  // joins; a worker leaves only when every queue is empty
 }
 
 // [snippet:stealing-submit]

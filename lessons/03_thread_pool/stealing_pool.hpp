@@ -42,6 +42,8 @@ class stealing_pool {
   [[nodiscard]] int size() const { return static_cast<int>(queues_.size()); }
 
  private:
+  /// Tells every worker to return once the queues are empty, and wakes the sleeping ones.
+  void stop_workers();
   // One cache line each, so that two workers locking neighbouring queues do not false-share.
   struct alignas(64) queue {
     std::mutex mutex;
