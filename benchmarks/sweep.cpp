@@ -8,6 +8,7 @@
 #include <sys/utsname.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -74,9 +75,16 @@ std::vector<point> plan_sweep(bool quick, int cores) {
                                           ? std::vector<double>{1, 10, 100, 1000}
                                           : std::vector<double>{1, 3, 10, 30, 100, 300, 1000, 3000};
     for (double us : sizes) {
+      // Enough tasks that the run lasts well past a thread start and a timer tick (about 10 ms
+      // of work per core), at least 64; at most 16384 through a pool, and at most 256 (1024 in
+      // the full run) where every task starts its own thread or process.
+      const bool one_each = e->plan.workers == worker_rule::one_per_task;
+      const double most = one_each ? (quick ? 256.0 : 1024.0) : 16384.0;
+      const auto n_tasks =
+          static_cast<std::size_t>(std::clamp(std::ceil(10'000.0 * cores / us), 64.0, most));
       pts.push_back({"granularity",
                      e,
-                     {.tasks = quick ? 64U : 128U,
+                     {.tasks = n_tasks,
                       .kind = workload::cpu,
                       .dist = distribution::fixed,
                       .task_us = us,

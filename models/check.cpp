@@ -4,12 +4,17 @@
 #include <cmath>
 #include <numeric>
 
+#include "models/probe.hpp"
+
 namespace clab {
 
 prediction predict(const executor& exec, std::span<const task> tasks, int workers,
                    const calibration& machine) {
   prediction p;
-  p.config = configure(exec.plan, workers, tasks.size(), machine);
+  const bool probed =
+      exec.plan.worker_start == unit_cost::probed || exec.plan.per_task == unit_cost::probed;
+  p.config =
+      configure(exec.plan, workers, tasks.size(), machine, probed ? probe_per_task_ns(exec) : 0);
   // A task injected to throw does its wait and then throws where its CPU part would begin: it
   // computes nothing, and the model knows that before the run. (abort, segv and hang end or stall
   // the run, so no makespan is predicted for them beyond what is printed.)

@@ -32,6 +32,9 @@ struct worker_state {
   int phase = 0;         // 0 overhead, 1 wait, 2 cpu (blocking); 0 overhead, 2 cpu (non-blocking)
   double remaining = 0;  // CPU ns left in this phase
   double wake = 0;       // blocking wait ends
+  bool queued = false;   // in the run queue (time slicing)
+  bool on_core = false;  // among the first C of the run queue: computing now
+  double slice = 0;      // ns left of the current time slice
 };
 
 struct timer {
@@ -47,17 +50,26 @@ class simulator {
   simulator(std::span<const task> tasks, const sim_config& c) : tasks_(tasks), c_(c) {
     if (c.workers < 1 || c.cores < 1)
       throw std::invalid_argument("simulate: workers and cores >= 1");
-    w_.resize(static_cast<std::size_t>(c.workers));
+    nw_ = static_cast<std::size_t>(c.workers);
+    // The launcher is one more thread that computes: starting a worker costs it worker_start_ns
+    // of CPU, on the same cores as the workers it has already started.
+    w_.resize(nw_ + 1);
+    if (c.worker_start_ns > 0) {
+      w_[nw_].s = state::cpu;
+      w_[nw_].remaining = static_cast<double>(c.worker_start_ns);
+    } else {
+      w_[nw_].s = state::done;
+    }
     timeline_.resize(tasks.size());
     const std::size_t n = tasks.size();
     for (int k = 0; k < c.workers; ++k) {
       worker_state& w = w_[static_cast<std::size_t>(k)];
-      w.available_at = static_cast<double>(c.worker_start_ns) * (k + 1);
+      w.available_at = c.worker_start_ns > 0 ? k_inf : 0.0;
       if (c.policy == placement::static_blocks || c.policy == placement::one_per_task) {
         const auto [b, e] = block_range(n, c.workers, k);
         for (std::size_t i = b; i < e; ++i) w.own.push_back(i);
       } else if (c.policy == placement::round_robin || c.policy == placement::work_stealing) {
-        for (std::size_t i = static_cast<std::size_t>(k); i < n; i += w_.size()) w.own.push_back(i);
+        for (std::size_t i = static_cast<std::size_t>(k); i < n; i += nw_) w.own.push_back(i);
       } else if (c.policy == placement::spawner_lifo && k == 0) {
         for (std::size_t i = 0; i < n; ++i) w.own.push_back(i);
       }
@@ -76,6 +88,7 @@ class simulator {
     double makespan = 0;
     for (;;) {
       dispatch();
+      schedule_cores();
       const double next = next_event();
       if (next == k_inf) break;
       advance_to(next);
@@ -106,8 +119,8 @@ class simulator {
       return true;
     }
     if (c_.policy != placement::work_stealing && c_.policy != placement::spawner_lifo) return false;
-    for (std::size_t i = 1; i < w_.size(); ++i) {  // steal, from the other end than the owner
-      std::deque<std::size_t>& theirs = w_[(k + i) % w_.size()].own;
+    for (std::size_t i = 1; i < nw_; ++i) {  // steal, from the other end than the owner
+      std::deque<std::size_t>& theirs = w_[(k + i) % nw_].own;
       if (theirs.empty()) continue;
       out = lifo_owner ? theirs.front() : theirs.back();
       lifo_owner ? theirs.pop_front() : theirs.pop_back();
@@ -161,7 +174,7 @@ class simulator {
   void dispatch() {
     for (bool moved = true; moved;) {
       moved = false;
-      for (std::size_t k = 0; k < w_.size(); ++k) {
+      for (std::size_t k = 0; k < nw_; ++k) {
         worker_state& w = w_[k];
         if (w.s == state::not_started && w.available_at <= now_ + eps()) w.s = state::idle;
         if (w.s != state::idle) continue;
@@ -185,30 +198,79 @@ class simulator {
     }
   }
 
-  double rate() const {
+  bool sliced() const { return c_.time_slice_ns > 0; }
+
+  // The share of a core each CPU phase gets: processor sharing gives every runnable phase
+  // cores / runnable; time slicing gives the phases at the head of the run queue a whole core
+  // each and the rest none until their turn.
+  std::vector<double> rates() const {
+    std::vector<double> r(w_.size(), 0.0);
     int running = 0;
     for (const worker_state& w : w_) running += w.s == state::cpu ? 1 : 0;
-    return running > c_.cores ? static_cast<double>(c_.cores) / running : 1.0;
+    const double shared = running > c_.cores ? static_cast<double>(c_.cores) / running : 1.0;
+    for (std::size_t k = 0; k < w_.size(); ++k) {
+      if (w_[k].s == state::cpu) r[k] = !sliced() ? shared : w_[k].on_core ? 1.0 : 0.0;
+    }
+    return r;
+  }
+
+  // Time slicing: phases that stopped computing leave the run queue, new ones join at its tail,
+  // and a running phase whose slice is spent goes to the tail if another one is waiting.
+  void schedule_cores() {
+    if (!sliced()) return;
+    std::erase_if(runq_, [&](std::size_t k) {
+      if (w_[k].s == state::cpu) return false;
+      w_[k].queued = false;
+      w_[k].on_core = false;
+      return true;
+    });
+    for (std::size_t k = 0; k < w_.size(); ++k) {
+      worker_state& w = w_[k];
+      if (w.s != state::cpu || w.queued) continue;
+      w.queued = true;
+      w.slice = static_cast<double>(c_.time_slice_ns);
+      runq_.push_back(k);
+    }
+    const std::size_t cores = static_cast<std::size_t>(c_.cores);
+    std::vector<std::size_t> expired;
+    for (std::size_t i = 0; i < std::min(cores, runq_.size()); ++i) {
+      if (w_[runq_[i]].slice <= eps()) expired.push_back(runq_[i]);
+    }
+    for (const std::size_t k : expired) {
+      w_[k].slice = static_cast<double>(c_.time_slice_ns);
+      if (runq_.size() <= cores) continue;  // nobody waits: it keeps its core
+      runq_.erase(std::find(runq_.begin(), runq_.end(), k));
+      runq_.push_back(k);
+    }
+    for (std::size_t i = 0; i < runq_.size(); ++i) w_[runq_[i]].on_core = i < cores;
   }
 
   double next_event() const {
     double next = k_inf;
-    const double r = rate();
-    for (const worker_state& w : w_) {
+    const std::vector<double> r_of = rates();
+    for (std::size_t k = 0; k < w_.size(); ++k) {
+      const worker_state& w = w_[k];
       if (w.s == state::not_started) next = std::min(next, w.available_at);
       if (w.s == state::waiting) next = std::min(next, w.wake);
-      if (w.s == state::cpu) next = std::min(next, now_ + w.remaining / r);
+      const double r = r_of[k];
+      if (r > 0) {
+        next = std::min(next, now_ + w.remaining / r);
+        if (sliced() && runq_.size() > static_cast<std::size_t>(c_.cores)) {
+          next = std::min(next, now_ + w.slice);
+        }
+      }
     }
     if (!timers_.empty()) next = std::min(next, timers_.top().at);
     return next;
   }
 
   void advance_to(double t) {
-    const double r = rate();
     const double dt = std::max(0.0, t - now_);
+    const std::vector<double> r_of = rates();
     now_ = std::max(now_, t);
-    for (worker_state& w : w_) {
-      if (w.s == state::cpu) w.remaining -= dt * r;
+    for (std::size_t k = 0; k < w_.size(); ++k) {
+      w_[k].remaining -= dt * r_of[k];
+      if (r_of[k] > 0) w_[k].slice -= dt;
     }
     // Timers fire in time order; their CPU parts become ready.
     while (!timers_.empty() && timers_.top().at <= now_ + eps()) {
@@ -216,18 +278,31 @@ class simulator {
       timers_.pop();
       ready(w_[static_cast<std::size_t>(fired.worker)]).push_back(fired.task);
     }
-    for (std::size_t k = 0; k < w_.size(); ++k) {
+    for (std::size_t k = 0; k < nw_; ++k) {
       worker_state& w = w_[k];
       if (w.s == state::waiting && w.wake <= now_ + eps()) enter_phase(k, 2);
       if (w.s == state::cpu && w.remaining <= eps()) enter_phase(k, w.phase + 1);
     }
+    worker_state& launcher = w_[nw_];
+    if (launcher.s == state::cpu && launcher.remaining <= eps()) {
+      w_[launched_++].available_at = now_;
+      if (launched_ < nw_) {
+        launcher.remaining = static_cast<double>(c_.worker_start_ns);
+      } else {
+        launcher.s = state::done;
+      }
+    }
+    schedule_cores();
   }
 
   std::span<const task> tasks_;
   sim_config c_;
-  std::vector<worker_state> w_;
+  std::vector<worker_state> w_;  // the workers, then the launcher
+  std::size_t nw_ = 0;           // workers
+  std::size_t launched_ = 0;     // workers the launcher has started
   std::deque<std::size_t> shared_;
   std::deque<std::size_t> shared_ready_;
+  std::deque<std::size_t> runq_;  // time slicing: CPU phases in turn order; the first C run
   std::priority_queue<timer, std::vector<timer>, std::greater<>> timers_;
   std::uint64_t timer_seq_ = 0;
   std::vector<task_record> timeline_;
@@ -240,6 +315,10 @@ std::int64_t cost_of(unit_cost c, const calibration& m) {
       return 0;
     case unit_cost::thread_start:
       return m.thread_start_ns;
+    case unit_cost::process_start:
+      return m.process_start_ns;
+    case unit_cost::probed:
+      return -1;  // the caller's probe
   }
   return 0;
 }
@@ -252,15 +331,19 @@ sim_result simulate(std::span<const task> tasks, const sim_config& config) {
 }
 
 sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
-                     const calibration& machine) {
+                     const calibration& machine, std::int64_t probed_ns) {
   sim_config c;
   c.policy = plan.policy;
   c.waits = plan.waits;
   c.workers = std::max(1, workers_used(plan, requested_workers, n));
   c.cores = machine.cores;
-  c.worker_start_ns = cost_of(plan.worker_start, machine);
-  c.per_task_ns = cost_of(plan.per_task, machine);
+  // A probe measures the time per task with one worker: the launcher of a worker per task pays
+  // it before each start, a pool's worker before each task.
+  c.worker_start_ns =
+      plan.worker_start == unit_cost::probed ? probed_ns : cost_of(plan.worker_start, machine);
+  c.per_task_ns = plan.per_task == unit_cost::probed ? probed_ns : cost_of(plan.per_task, machine);
   c.wait_overshoot = machine.sleep_overshoot;
+  c.time_slice_ns = machine.time_slice_ns;
   return c;
 }
 

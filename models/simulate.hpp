@@ -1,6 +1,10 @@
 // A discrete-event simulator that predicts a run's makespan from the task set and the executor's
-// declared schedule. CPU phases share the cores fairly (processor sharing: k runnable phases on
-// C < k cores each advance at C/k), which is how Linux's scheduler looks over milliseconds.
+// declared schedule. When more CPU phases are runnable than there are cores, they take turns in
+// time slices of the length measured on this machine (round robin over one run queue), which is
+// how Linux's scheduler looks at the scale of a slice: a thread that is running keeps its core
+// until its slice ends, so threads that compute in bursts between waits interleave instead of
+// all crawling together. With no slice given, the cores are shared fairly instead (processor
+// sharing: k runnable phases on C < k cores each advance at C/k), the limit of very short slices.
 #pragma once
 
 #include <cstddef>
@@ -19,9 +23,12 @@ struct sim_config {
   wait_mode waits = wait_mode::blocking;
   int workers = 1;
   int cores = 1;
-  std::int64_t worker_start_ns = 0;  ///< the launcher starts worker k at (k + 1) · this
-  std::int64_t per_task_ns = 0;      ///< CPU time a worker spends on each task besides its work
-  overshoot_curve wait_overshoot;    ///< added to every non-zero wait (timer slack, wake-up)
+  /// CPU time the launcher spends starting each worker, one after another; the launcher competes
+  /// for the cores with the workers it has started.
+  std::int64_t worker_start_ns = 0;
+  std::int64_t per_task_ns = 0;    ///< CPU time a worker spends on each task besides its work
+  overshoot_curve wait_overshoot;  ///< added to every non-zero wait (timer slack, wake-up)
+  std::int64_t time_slice_ns = 0;  ///< round-robin slice; 0 for processor sharing
 };
 
 struct sim_result {
@@ -34,7 +41,9 @@ struct sim_result {
 [[nodiscard]] sim_result simulate(std::span<const task> tasks, const sim_config& config);
 
 /// The configuration an executor's schedule implies for P requested workers on this machine.
+/// `probed_ns` is the executor's own per-task cost measured on empty tasks (see models/probe.hpp),
+/// used where the schedule names unit_cost::probed.
 [[nodiscard]] sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
-                                   const calibration& machine);
+                                   const calibration& machine, std::int64_t probed_ns = 0);
 
 }  // namespace clab

@@ -37,12 +37,13 @@ verdict judge(const verdict_input& in) {
   } else if (in.task_stretch > 1.0 + in.tolerance / 2) {
     v.cause =
         "the tasks themselves ran " + percent(in.task_stretch - 1.0) +
-        " longer than modelled: other load on the cores (noise), this run's own threads starting "
+        " longer than modelled: other load on the cores (noise), this run's own workers starting "
         "and waking in numbers the model does not price, or a lower clock";
   } else if (in.cpu_work && in.runnable_threads > in.cores) {
-    v.cause = "oversubscription: " + std::to_string(in.runnable_threads) + " threads on " +
+    v.cause = "oversubscription: " + std::to_string(in.runnable_threads) + " workers on " +
               std::to_string(in.cores) +
-              " cores pay for context switches and cache refills the model leaves out";
+              " cores pay for context switches, cache refills and uneven sharing of the cores, "
+              "which the model leaves out";
   } else {
     v.cause = "overhead the model leaves out (wake-up latency, hand-off, scheduling)";
   }

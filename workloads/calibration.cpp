@@ -2,9 +2,16 @@
 // report the median; the kernel the lower quartile (see calibrate_kernel).
 #include "workloads/calibration.hpp"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <thread>
@@ -43,7 +50,95 @@ std::int64_t measure_thread_start() {
   return median(std::move(cost));
 }
 
+// One round of measure_time_slice(): appends the stretches each thread ran; false if the threads
+// could not be pinned.
+bool time_slice_round(std::vector<std::int64_t>& out) {
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  if (sched_getaffinity(0, sizeof(mine), &mine) != 0) return false;
+  int cpu = 0;
+  while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
+  if (cpu == CPU_SETSIZE) return false;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  // A gap longer than this between two clock reads means the thread was switched out.
+  constexpr std::int64_t k_gap_ns = 20'000;
+  constexpr std::int64_t k_span_ns = 20'000'000;
+  std::array<std::vector<std::int64_t>, 2> stretches;
+  std::array<bool, 2> pinned{};
+  std::atomic<int> ready{0};
+  auto spinner = [&](std::size_t me) {
+    pinned[me] = pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0;
+    ready.fetch_add(1);
+    while (ready.load() < 2) {
+    }
+    const auto t0 = clock_type::now();
+    std::int64_t last = 0;
+    std::int64_t begin = 0;
+    while (last < k_span_ns) {
+      const std::int64_t now = ns_since(t0);
+      if (now - last > k_gap_ns) {
+        if (begin > 0) stretches[me].push_back(last - begin);  // the first stretch is partial
+        begin = now;
+      }
+      last = now;
+    }
+  };
+  {
+    std::jthread a(spinner, 0);
+    std::jthread b(spinner, 1);
+  }
+  if (!pinned[0] || !pinned[1]) return false;
+  for (const auto& s : stretches) out.insert(out.end(), s.begin(), s.end());
+  return true;
+}
+
+std::int64_t measure_process_start() {
+  constexpr int k_samples = 9;
+  std::vector<std::int64_t> cost;
+  for (int i = 0; i < k_samples; ++i) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return 0;
+    const auto t0 = clock_type::now();
+    const pid_t pid = fork();
+    if (pid == 0) {  // the child: async-signal-safe calls only (the parent may have threads)
+      const char ready = 1;
+      const ssize_t ignored = write(fds[1], &ready, 1);
+      (void)ignored;
+      _exit(0);
+    }
+    close(fds[1]);
+    char byte = 0;
+    ssize_t got = -1;
+    if (pid > 0) {
+      do {
+        got = read(fds[0], &byte, 1);
+      } while (got < 0 && errno == EINTR);
+    }
+    const std::int64_t ns = ns_since(t0);
+    close(fds[0]);
+    if (pid < 0) return 0;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got == 1) cost.push_back(ns);
+  }
+  return cost.empty() ? 0 : median(std::move(cost));
+}
+
 }  // namespace
+
+std::int64_t measure_time_slice() {
+  // The slice is not one number: the scheduler checks at timer ticks, and a stretch lasts one to
+  // a few ticks. The median of every stretch of three rounds is the typical turn.
+  std::vector<std::int64_t> all;
+  for (int i = 0; i < 3; ++i) {
+    if (!time_slice_round(all)) return 0;
+  }
+  if (all.size() < 12) return 0;  // the threads hardly alternated: no slice to speak of
+  return median(std::move(all));
+}
 
 std::int64_t overshoot_curve::at(std::int64_t wait_ns) const {
   if (wait_ns <= 0) return 0;
@@ -93,6 +188,8 @@ calibration calibrate() {
         measure_sleep_overshoot(overshoot_curve::k_lengths_ns[i], k_samples[i]);
   }
   c.thread_start_ns = measure_thread_start();
+  c.time_slice_ns = measure_time_slice();
+  c.process_start_ns = measure_process_start();
   return c;
 }
 

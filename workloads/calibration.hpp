@@ -26,6 +26,13 @@ struct calibration {
   double ns_per_iteration_cv = 0;    ///< spread of those samples (stddev / mean)
   overshoot_curve sleep_overshoot;   ///< how late a blocking sleep wakes, by its length
   std::int64_t thread_start_ns = 0;  ///< median time the launcher spends in one thread start
+  /// Median time from fork() in the parent to the child's first byte read back from a pipe: what
+  /// a process pool pays to start one worker.
+  std::int64_t process_start_ns = 0;
+  /// How long the scheduler lets a CPU-bound thread run before it switches to another runnable
+  /// one on the same core: the median uninterrupted stretch of two threads pinned to one CPU.
+  /// 0 where it could not be measured (the models then share the cores fairly instead).
+  std::int64_t time_slice_ns = 0;
 };
 
 /// CPUs this process may use: the size of its affinity mask (so `taskset -c 0` counts as 1).
@@ -34,7 +41,13 @@ struct calibration {
 /// Measures ns per kernel iteration: 41 samples of about 0.7 ms, their lower quartile.
 [[nodiscard]] double calibrate_kernel(double* cv = nullptr);
 
-/// Measures everything above; takes about 0.15 s.
+/// Measures the scheduler's time slice: two threads pinned to one of this process's CPUs spin for
+/// about 20 ms, each noting every stretch it ran without a gap, three times over (about 60 ms).
+/// Returns the median stretch, or 0 if the threads could not be pinned or switched too seldom to
+/// tell.
+[[nodiscard]] std::int64_t measure_time_slice();
+
+/// Measures everything above; takes about 0.25 s.
 [[nodiscard]] calibration calibrate();
 
 }  // namespace clab

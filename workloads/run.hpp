@@ -78,8 +78,13 @@ enum class placement : std::uint8_t {
 /// another (non-blocking: fibers, coroutines, event loops).
 enum class wait_mode : std::uint8_t { blocking, nonblocking };
 
-/// Measured per-unit costs (see calibration) that an executor pays.
-enum class unit_cost : std::uint8_t { none, thread_start };
+/// Measured per-unit costs that an executor pays: thread_start and process_start (a fork until the
+/// child is ready) come from the machine's calibration; probed is the executor's own cost per task,
+/// measured by running it on empty tasks with the same P just before the prediction (see
+/// models/probe.hpp). As a worker_start it is the launcher's time per task (spawning a thread or
+/// process per task); as a per_task cost, the CPU time a worker spends handing off each task (a
+/// pool's queue, a pipe round trip).
+enum class unit_cost : std::uint8_t { none, thread_start, process_start, probed };
 
 /// How many workers an executor starts for a requested P and N tasks.
 enum class worker_rule : std::uint8_t { one, requested, one_per_task };

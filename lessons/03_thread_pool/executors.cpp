@@ -44,7 +44,8 @@ class worker_numbers {
 
 constexpr schedule k_dynamic{.policy = placement::dynamic_queue,
                              .workers = worker_rule::requested,
-                             .worker_start = unit_cost::thread_start};
+                             .worker_start = unit_cost::thread_start,
+                             .per_task = unit_cost::probed};
 
 /// Thrown by a job that a stop kept from starting; the gather below reports it as cancelled.
 struct task_cancelled {};
@@ -189,7 +190,8 @@ const executor& stealing_pool_executor() {
       .summary = "P threads, a queue each, idle threads steal; no allocation per task",
       .plan = {.policy = placement::work_stealing,
                .workers = worker_rule::requested,
-               .worker_start = unit_cost::thread_start},
+               .worker_start = unit_cost::thread_start,
+               .per_task = unit_cost::probed},
       .run = run_stealing_pool};
   return e;
 }
@@ -201,7 +203,8 @@ const executor& priority_pool_executor() {
       .summary = "P threads, one queue ordered longest task first (Graham's LPT)",
       .plan = {.policy = placement::longest_first,
                .workers = worker_rule::requested,
-               .worker_start = unit_cost::thread_start},
+               .worker_start = unit_cost::thread_start,
+               .per_task = unit_cost::probed},
       .run = run_priority_pool};
   return e;
 }
@@ -223,7 +226,8 @@ const executor& tbb_executor() {
                           // the newest first; the arena's other threads steal the oldest.
                           .plan = {.policy = placement::spawner_lifo,
                                    .workers = worker_rule::requested,
-                                   .worker_start = unit_cost::thread_start},
+                                   .worker_start = unit_cost::thread_start,
+                                   .per_task = unit_cost::probed},
                           .run = run_tbb};
   return e;
 }

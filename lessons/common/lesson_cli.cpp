@@ -119,7 +119,7 @@ plan check(const flags& f, const lesson_info& lesson) {
   }
   if (p.exec->plan.workers == worker_rule::one_per_task && f.tasks > k_max_threads_per_task) {
     throw usage_error("--tasks: executor '" + std::string(p.exec->name) +
-                      "' starts one thread per task; allowed 1-" +
+                      "' starts one thread or process per task; allowed 1-" +
                       std::to_string(k_max_threads_per_task));
   }
   if (f.fail_task) {
@@ -194,12 +194,15 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                 {"cores", pred.config.cores},
                 {"worker_start_ns", pred.config.worker_start_ns},
                 {"per_task_ns", pred.config.per_task_ns},
+                {"time_slice_ns", pred.config.time_slice_ns},
                 {"wait_overshoot_ns", pred.config.wait_overshoot.overshoot_ns}};
   j["calibration"] = {{"ns_per_iteration", machine.ns_per_iteration},
                       {"ns_per_iteration_cv", machine.ns_per_iteration_cv},
                       {"sleep_overshoot_ns", machine.sleep_overshoot.overshoot_ns},
                       {"sleep_overshoot_at_ns", overshoot_curve::k_lengths_ns},
-                      {"thread_start_ns", machine.thread_start_ns}};
+                      {"thread_start_ns", machine.thread_start_ns},
+                      {"process_start_ns", machine.process_start_ns},
+                      {"time_slice_ns", machine.time_slice_ns}};
   if (run == nullptr) {  // --predict: nothing measured
     for (const char* k : {"makespan_ns", "ratio", "verified", "completed", "cv", "task_stretch"}) {
       j[k] = nullptr;
@@ -262,10 +265,11 @@ void print_header(const lesson_info& lesson, const plan& p, std::span<const task
       format_ns(tot.max_ns).c_str());
   std::printf(
       "machine    %s · kernel %.3f ns/iteration (CV %.1f%%) · sleep overshoot %s · "
-      "thread start %s\n",
+      "thread start %s · process start %s · time slice %s\n",
       count(machine.cores, "core").c_str(), machine.ns_per_iteration,
       machine.ns_per_iteration_cv * 100, overshoots(machine.sleep_overshoot).c_str(),
-      format_ns(machine.thread_start_ns).c_str());
+      format_ns(machine.thread_start_ns).c_str(), format_ns(machine.process_start_ns).c_str(),
+      format_ns(machine.time_slice_ns).c_str());
 }
 
 void print_model(const prediction& pred, std::span<const task> tasks) {
@@ -279,6 +283,12 @@ void print_model(const prediction& pred, std::span<const task> tasks) {
   }
   if (c.worker_start_ns > 0) {
     std::printf(", %s per worker start", format_ns(c.worker_start_ns).c_str());
+  }
+  if (c.per_task_ns > 0) {
+    std::printf(", %s per task hand-off", format_ns(c.per_task_ns).c_str());
+  }
+  if (c.time_slice_ns > 0 && c.workers > c.cores) {
+    std::printf(", %s time slices", format_ns(c.time_slice_ns).c_str());
   }
   const task_set_totals tot = totals(tasks);
   if (tot.sum_cpu_ns < tot.sum_ns) {
@@ -483,9 +493,9 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
   app.add_option("--task-timeout-ms", f.task_timeout_ms,
                  "M: stop a task after M ms, where the executor can")
       ->check(CLI::Range(1, 3'600'000));
-  app.footer(
-      "Exit status: 0 every task completed and verified; 1 a task failed or a checksum "
-      "differed; 2 bad input.");
+  app.footer(std::string(lesson.more_help) +
+             "Exit status: 0 every task completed and verified; 1 a task failed or a checksum "
+             "differed; 2 bad input.");
 
   plan p;
   try {

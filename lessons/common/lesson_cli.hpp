@@ -15,6 +15,7 @@ struct lesson_info {
   std::string_view number;                     ///< "01"
   std::string_view title;                      ///< "threads"
   std::span<const executor* const> executors;  ///< the first is the default --executor
+  std::string_view more_help;  ///< a lesson's own modes, handled before lesson_main (for --help)
 };
 
 /// The whole lesson program; returns its exit status.

@@ -11,6 +11,7 @@
 
 #include "lessons/registry.hpp"
 #include "models/check.hpp"
+#include "models/probe.hpp"
 #include "workloads/calibration.hpp"
 #include "workloads/verify.hpp"
 
@@ -179,4 +180,19 @@ TEST_CASE("stop at the first error: the failing task is reported, later ones are
     CHECK(all.records.size() == 11);
     CHECK(count_cancelled(all) == 0);
   }
+}
+
+TEST_CASE("probe: a pool's hand-off cost is measured once and feeds its prediction",
+          "[executors][probe]") {
+  const executor* pool = find_executor("stealing");
+  REQUIRE(pool != nullptr);
+  REQUIRE(pool->plan.per_task == unit_cost::probed);
+  const std::int64_t once = probe_per_task_ns(*pool);
+  CHECK(once > 0);                          // a hand-off is never free: a queue operation at least
+  CHECK(probe_per_task_ns(*pool) == once);  // remembered, not measured again
+  const calibration m = calibrate();
+  const task_set_spec spec{.tasks = 8, .kind = workload::cpu, .task_us = 100, .seed = 3};
+  const std::vector<task> ts = make_task_set(spec, m.ns_per_iteration);
+  const prediction p = predict(*pool, ts, 2, m);
+  CHECK(p.config.per_task_ns == once);
 }

@@ -100,7 +100,7 @@ TEST_CASE("simulator: hand-computed schedules", "[models][simulate]") {
     CHECK(d.timeline[3].worker == 1);
     CHECK(d.timeline[3].start_ns == 20);
   }
-  SECTION("the launcher starts worker k at (k + 1) · start cost") {
+  SECTION("an unhindered launcher starts worker k at (k + 1) · start cost") {
     sim_config c = cfg(placement::one_per_task, 2, 2);
     c.worker_start_ns = 5;
     const sim_result r = simulate(wait_tasks({10, 10}), c);
@@ -212,6 +212,55 @@ TEST_CASE("simulator: non-blocking waits on several workers, with per-task overh
   CHECK(r.makespan_ns >= overlap_lower_bound(ts));
 }
 
+TEST_CASE("simulator: time slices and a launcher that needs a core", "[models][simulate]") {
+  SECTION("two CPU phases on one core take turns; the first finishes a slice earlier") {
+    sim_config c = cfg(placement::static_blocks, 2, 1);
+    c.time_slice_ns = 1;
+    const sim_result r = simulate(cpu_tasks({3, 3}), c);
+    // 0-1 A, 1-2 B, 2-3 A, 3-4 B, 4-5 A (done), 5-6 B (done)
+    CHECK(r.timeline[0].end_ns == 5);
+    CHECK(r.timeline[1].end_ns == 6);
+    c.time_slice_ns = 0;  // processor sharing: both crawl at half speed and finish together
+    const sim_result shared = simulate(cpu_tasks({3, 3}), c);
+    CHECK(shared.timeline[0].end_ns == 6);
+    CHECK(shared.timeline[1].end_ns == 6);
+  }
+  SECTION("a phase shorter than its slice runs to its end: bursts between waits interleave") {
+    // Two workers on one core, each task a wait of 4 then 4 of CPU, two tasks each. Sliced
+    // (slice 10): A computes 4-8 while B queues, B 8-12 while A waits 8-12, A 12-16, B 16-20.
+    // Shared: both compute 4-12 at half speed, wait 12-16, compute 16-24.
+    std::vector<task> ts(4, task{.cpu_ns = 4, .wait_ns = 4});
+    for (std::uint32_t i = 0; i < 4; ++i) ts[i].id = i;
+    sim_config c = cfg(placement::round_robin, 2, 1);
+    c.time_slice_ns = 10;
+    CHECK(simulate(ts, c).makespan_ns == 20);
+    c.time_slice_ns = 0;
+    CHECK(simulate(ts, c).makespan_ns == 24);
+  }
+  SECTION("nobody waiting: a spent slice is renewed, and fewer phases than cores never queue") {
+    sim_config c = cfg(placement::static_blocks, 2, 2);
+    c.time_slice_ns = 1;
+    CHECK(simulate(cpu_tasks({7, 5}), c).makespan_ns == 7);
+  }
+  SECTION("on one core the launcher's starts and the work add up, sliced or shared") {
+    for (const std::int64_t slice : {0, 1, 3}) {
+      sim_config c = cfg(placement::one_per_task, 3, 1);
+      c.worker_start_ns = 2;
+      c.time_slice_ns = slice;
+      CAPTURE(slice);
+      CHECK(simulate(cpu_tasks({5, 5, 5}), c).makespan_ns == 3 * 2 + 15);
+    }
+  }
+  SECTION("the launcher slows down once the workers it started compete for its core") {
+    sim_config c = cfg(placement::one_per_task, 2, 1);
+    c.worker_start_ns = 2;
+    // w0 starts at 2; the launcher then shares the core with w0 and needs 4 more to start w1.
+    const sim_result r = simulate(cpu_tasks({10, 1}), c);
+    CHECK(r.timeline[0].start_ns == 2);
+    CHECK(r.timeline[1].start_ns == 6);
+  }
+}
+
 TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[models][simulate]") {
   const calibration m{.cores = 2,
                       .ns_per_iteration = 1,
@@ -228,6 +277,19 @@ TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[mo
   CHECK(c.wait_overshoot.at(1'000'000) == 50);
   CHECK(configure({.workers = worker_rule::requested}, 4, 0, m).workers ==
         1);  // N = 0 still simulates
+  SECTION(
+      "a probed cost: the launcher pays it before each start, a pool's worker before each task") {
+    const schedule per_process{.policy = placement::one_per_task,
+                               .workers = worker_rule::one_per_task,
+                               .worker_start = unit_cost::probed};
+    CHECK(configure(per_process, 4, 10, m, 700).worker_start_ns == 700);
+    const schedule pool{.policy = placement::dynamic_queue,
+                        .workers = worker_rule::requested,
+                        .per_task = unit_cost::probed};
+    CHECK(configure(pool, 1, 10, m, 300).per_task_ns == 300);
+    CHECK(configure(pool, 8, 10, m, 300).per_task_ns == 300);
+    CHECK(configure(pool, 8, 10, m, 300).worker_start_ns == 0);
+  }
 }
 
 TEST_CASE("verdict: within tolerance, or deviating with the likely cause", "[models][verdict]") {
@@ -250,7 +312,7 @@ TEST_CASE("verdict: within tolerance, or deviating with the likely cause", "[mod
   in.cpu_work = true;
   in.runnable_threads = 8;
   in.cores = 2;
-  CHECK_THAT(judge(in).cause, Catch::StartsWith("oversubscription: 8 threads on 2 cores"));
+  CHECK_THAT(judge(in).cause, Catch::StartsWith("oversubscription: 8 workers on 2 cores"));
   in.runnable_threads = 2;
   CHECK_THAT(judge(in).cause, Catch::StartsWith("overhead"));
   CHECK(default_tolerance(workload::wait) == 0.05);

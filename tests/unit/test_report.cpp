@@ -102,7 +102,7 @@ TEST_CASE("the model check passes a good point and flags a known deviation", "[b
   const sweep_point& over = r.points[2];
   CHECK_FALSE(over.judged.within);
   CHECK(over.judged.ratio == Approx(1.3));
-  CHECK_THAT(over.judged.cause, Catch::StartsWith("oversubscription: 4 threads on 2 cores"));
+  CHECK_THAT(over.judged.cause, Catch::StartsWith("oversubscription: 4 workers on 2 cores"));
   CHECK(r.within() == 2);
 }
 

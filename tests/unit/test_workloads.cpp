@@ -140,6 +140,12 @@ TEST_CASE("calibration measures positive, plausible costs", "[workloads][calibra
   CHECK(c.ns_per_iteration < 1000);
   for (std::int64_t o : c.sleep_overshoot.overshoot_ns) CHECK(o >= 0);
   CHECK(c.thread_start_ns > 0);
+  // Two threads pinned to one CPU must take turns, every few ms at most on any Linux scheduler
+  // (CFS or EEVDF); pinning is allowed inside our own affinity mask, so the slice is measured.
+  CHECK(c.time_slice_ns > 10'000);
+  CHECK(c.time_slice_ns < 100'000'000);
+  CHECK(c.process_start_ns > c.thread_start_ns / 10);  // a fork is no cheaper than a thread
+  CHECK(c.process_start_ns < 1'000'000'000);
 }
 
 TEST_CASE("the overshoot curve interpolates in log(length) and holds flat past its ends",

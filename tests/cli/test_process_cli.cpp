@@ -1,0 +1,299 @@
+// Lessons 02 and 04 as programs: each injected crash is reported in the JSON while every other task
+// completes (where lesson 01 dies whole); a hang is stopped by --task-timeout-ms; SIGTERM or SIGINT
+// to the parent kills and reaps every child and exits 143 or 130; the shared-memory demo. This
+// test process is a child subreaper (PR_SET_CHILD_SUBREAPER), so any grandchild that a lesson
+// program leaves behind would become our child: "no child of ours" then means "none left at all".
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/subprocess.hpp"
+
+extern char** environ;
+
+using clab::test::open_fd_count;
+using clab::test::process_result;
+using clab::test::run_process;
+
+namespace {
+
+/// Every process whose parent is `pid`, from /proc (this kernel has no /proc/PID/task/*/children).
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const auto close = line.rfind(')');  // "pid (comm) state ppid ..."; comm may hold spaces
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && ppid == pid) {
+      found.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+  }
+  return found;
+}
+
+/// True if this process has no child left, running or zombie. Any found are killed and reaped, so
+/// that one failing test does not fail the next.
+bool no_child_left() {
+  int status = 0;
+  const pid_t r = waitpid(-1, &status, WNOHANG);
+  if (r == -1 && errno == ECHILD) return true;
+  for (pid_t c : children_of(getpid())) kill(c, SIGKILL);
+  while (waitpid(-1, &status, 0) > 0) {
+  }
+  return false;
+}
+
+struct subreaper {
+  subreaper() { prctl(PR_SET_CHILD_SUBREAPER, 1); }
+} const k_subreaper;
+
+process_result lesson(const char* path, std::vector<std::string> args, double timeout_s = 60) {
+  args.insert(args.begin(), path);
+  const int fds_before = open_fd_count();
+  process_result r = run_process(args, timeout_s);
+  CHECK(open_fd_count() == fds_before);
+  CHECK(no_child_left());  // the lesson reaped all of its children before it exited
+  REQUIRE_FALSE(r.timed_out);
+  return r;
+}
+
+nlohmann::json json_of(const process_result& r) {
+  INFO(r.err);
+  REQUIRE_FALSE(r.out.empty());
+  return nlohmann::json::parse(r.out);
+}
+
+const std::vector<std::string> k_fast = {"--tasks", "8",         "--workload", "wait",  "--task-us",
+                                         "2000",    "--workers", "2",          "--json"};
+
+std::vector<std::string> fast(std::vector<std::string> more) {
+  std::vector<std::string> a = k_fast;
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+bool sanitized() { return CLAB_SANITIZED != 0; }
+
+/// Starts `argv` (a run with a task that hangs), waits until it has said so on stderr (the run
+/// has begun: the prediction and its probe are done) and has `children` children of its own,
+/// sends `sig`, and collects its stdout and status; gives up (SIGKILL) after `timeout_s`.
+process_result signal_after_start(const std::vector<std::string>& argv, std::size_t children,
+                                  int sig, double timeout_s, bool* saw_children) {
+  std::array<int, 2> out{};
+  std::array<int, 2> err{};
+  REQUIRE(pipe2(out.data(), O_CLOEXEC) == 0);
+  REQUIRE(pipe2(err.data(), O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(out[1]);
+  close(err[1]);
+  REQUIRE(rc == 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  auto left_ms = [&] {
+    return static_cast<int>(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now())
+               .count()));
+  };
+  process_result r;
+  std::array<pollfd, 2> fds{pollfd{out[0], POLLIN, 0}, pollfd{err[0], POLLIN, 0}};
+  std::array<std::string*, 2> sink{&r.out, &r.err};
+  bool signalled = false;
+  *saw_children = false;
+  while (left_ms() > 0 && (fds[0].fd >= 0 || fds[1].fd >= 0)) {
+    if (!signalled && r.err.find("will hang forever") != std::string::npos) {
+      if (children_of(pid).size() >= children) {
+        *saw_children = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        kill(pid, sig);
+        signalled = true;
+      }
+    }
+    if (poll(fds.data(), fds.size(), std::min(left_ms(), 5)) <= 0) continue;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[4096];
+      const ssize_t got = read(fds[i].fd, buf, sizeof buf);
+      if (got > 0) {
+        sink[i]->append(buf, static_cast<std::size_t>(got));
+      } else {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+      }
+    }
+  }
+  for (pollfd& f : fds) {
+    if (f.fd >= 0) close(f.fd);
+  }
+  if (std::chrono::steady_clock::now() >= deadline) {
+    r.timed_out = true;
+    kill(pid, SIGKILL);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("an injected crash is reported with its signal, every other task completes",
+          "[cli][02][04][fault]") {
+  for (const char* program : {LESSON_02, LESSON_04}) {
+    for (const char* executor : {"fork", "spawn", "prefork"}) {
+      const bool is_pool = std::string(program) == LESSON_04;
+      if (is_pool != (std::string(executor) == "prefork")) continue;
+      for (const char* how : {"throw", "abort", "segv"}) {
+        CAPTURE(program, executor, how);
+        const process_result r =
+            lesson(program, fast({"--executor", executor, "--fail-task", "3", "--fail-how", how}));
+        CHECK(r.exit_code == 1);
+        const auto j = json_of(r);
+        CHECK(j["verified"] == true);
+        CHECK(j["completed"] == 7);
+        REQUIRE(j["failed"].size() == 1);
+        CHECK(j["failed"][0]["id"] == 3);
+        const std::string cause = j["failed"][0]["cause"];
+        if (std::string(how) == "throw") {
+          CHECK_THAT(cause, Catch::StartsWith("exception"));
+        } else if (!sanitized()) {
+          CHECK(cause == (std::string(how) == "abort" ? "killed by SIGABRT" : "killed by SIGSEGV"));
+        } else {
+          CHECK((cause.starts_with("killed by SIG") || cause.starts_with("exited with status")));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("the same segfault that lesson 02 reports takes lesson 01 down whole",
+          "[cli][01][02][fault]") {
+  const process_result threads =
+      lesson(LESSON_01, fast({"--executor", "static", "--fail-task", "3", "--fail-how", "segv"}));
+  CHECK(threads.out.empty());  // --json: the line never came, the process died first
+  if (!sanitized()) CHECK(threads.signal == SIGSEGV);
+  const process_result processes =
+      lesson(LESSON_02, fast({"--fail-task", "3", "--fail-how", "segv"}));
+  CHECK(processes.signal == 0);
+  CHECK(processes.exit_code == 1);
+  CHECK(json_of(processes)["completed"] == 7);
+}
+
+TEST_CASE("a hang is stopped by --task-timeout-ms and reported as a timeout",
+          "[cli][02][04][timeout]") {
+  for (const char* program : {LESSON_02, LESSON_04}) {
+    CAPTURE(program);
+    const process_result r = lesson(
+        program, fast({"--fail-task", "5", "--fail-how", "hang", "--task-timeout-ms", "200"}));
+    CHECK(r.exit_code == 1);
+    const auto j = json_of(r);
+    CHECK(j["verified"] == true);
+    CHECK(j["completed"] == 7);
+    REQUIRE(j["failed"].size() == 1);
+    CHECK(j["failed"][0]["cause"] == "timeout after 200 ms");
+  }
+}
+
+TEST_CASE("SIGTERM or SIGINT to the parent kills and reaps every child, exit 143 or 130",
+          "[cli][02][04][signal]") {
+  struct signal_case {
+    const char* program;
+    const char* executor;
+    int sig;
+    std::size_t children;
+  };
+  // Every task hangs, with no timeout: only the signal can end these runs.
+  // The pool keeps its 3 workers; a process per task keeps only the hung task's child.
+  for (const signal_case& c :
+       {signal_case{LESSON_04, "prefork", SIGTERM, 3}, signal_case{LESSON_04, "prefork", SIGINT, 3},
+        signal_case{LESSON_02, "fork", SIGTERM, 1}, signal_case{LESSON_02, "spawn", SIGINT, 1}}) {
+    CAPTURE(c.program, c.executor, c.sig);
+    const int fds_before = open_fd_count();
+    bool saw_children = false;
+    const process_result r = signal_after_start(
+        {c.program, "--executor", c.executor, "--tasks", "3", "--workers", "3", "--workload",
+         "wait", "--task-us", "1000", "--fail-task", "1", "--fail-how", "hang", "--json"},
+        c.children, c.sig, 30, &saw_children);
+    CHECK(saw_children);
+    REQUIRE_FALSE(r.timed_out);
+    CHECK(r.exit_code == 128 + c.sig);
+    CHECK(open_fd_count() == fds_before);
+    CHECK(no_child_left());  // no worker was orphaned: as our subreaped child it would show here
+    CHECK_THAT(r.err, Catch::Contains("interrupted by SIG") && Catch::Contains("reaped"));
+    const auto j = json_of(r);
+    bool reported = false;
+    for (const auto& f : j["failed"]) {
+      if (f["id"] == 1) reported = f["cause"].get<std::string>().starts_with("interrupted by SIG");
+    }
+    CHECK(reported);
+  }
+}
+
+TEST_CASE("the shared-memory demo: threads share, a forked child copies, MAP_SHARED shares",
+          "[cli][02][demo]") {
+  const process_result r = lesson(LESSON_02, {"--demo", "shared-memory"});
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("threads     2 threads add to g_counter: main reads 200000"));
+  CHECK_THAT(r.out,
+             Catch::Contains("the child reads 300000, the parent still reads 200000  (not shared"));
+  CHECK_THAT(r.out, Catch::Contains("before fork: the parent reads 200000"));
+  CHECK_THAT(r.out, Catch::Contains("by name and add: the parent reads 200000"));
+  CHECK_THAT(r.out, Catch::Contains("so: threads share everything"));
+  const process_result bad = lesson(LESSON_02, {"--demo", "telepathy"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.err, Catch::Contains("--demo") && Catch::Contains("shared-memory"));
+}
+
+TEST_CASE("process lessons: timeouts accepted, bad input exits 2, list and json", "[cli][02][04]") {
+  process_result r = lesson(LESSON_02, {"--list"});
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("fork") && Catch::Contains("spawn"));
+  r = lesson(LESSON_04, {"--list"});
+  CHECK_THAT(r.out, Catch::Contains("prefork"));
+  r = lesson(LESSON_02, {"--tasks", "5000"});
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--tasks") && Catch::Contains("1-4096"));
+  r = lesson(LESSON_04, {"--task-timeout-ms", "0"});
+  CHECK(r.exit_code == 2);
+  for (const char* program : {LESSON_02, LESSON_04}) {
+    r = lesson(program, fast({"--task-timeout-ms", "5000", "--dist", "exp"}));
+    CHECK(r.exit_code == 0);
+    const auto j = json_of(r);
+    CHECK(j["verified"] == true);
+    CHECK(j["completed"] == 8);
+    CHECK(j["failed"].empty());
+    CHECK(j["makespan_ns"].get<std::int64_t>() >= j["max_task_ns"].get<std::int64_t>());
+  }
+}
