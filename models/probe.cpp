@@ -51,12 +51,19 @@ std::int64_t measure_per_task(const executor& exec, int workers) {
   return median(std::move(per_task));
 }
 
+std::mutex probe_mutex;
+std::map<std::string, std::int64_t, std::less<>> probed_costs;  // guarded by probe_mutex
+
 }  // namespace
 
+void forget_probes() {
+  const std::lock_guard lock(probe_mutex);
+  probed_costs.clear();
+}
+
 std::int64_t probe_per_task_ns(const executor& exec) {
-  static std::mutex mutex;
-  static std::map<std::string, std::int64_t, std::less<>> known;
-  const std::lock_guard lock(mutex);
+  auto& known = probed_costs;
+  const std::lock_guard lock(probe_mutex);
   const auto it = known.find(exec.name);
   if (it != known.end()) return it->second;
   const std::string key(exec.name);

@@ -20,4 +20,8 @@ namespace clab {
 /// least 2 ms. Measured once per executor in a process, then remembered. Never negative.
 [[nodiscard]] std::int64_t probe_per_task_ns(const executor& exec);
 
+/// Forgets every probe, so that the next call measures again: for a long-lived process whose
+/// state changes what a unit costs (a fork costs more the more memory the parent holds).
+void forget_probes();
+
 }  // namespace clab

@@ -94,7 +94,7 @@ bool time_slice_round(std::vector<std::int64_t>& out) {
   return true;
 }
 
-std::int64_t measure_process_start() {
+std::int64_t process_start_samples() {
   constexpr int k_samples = 9;
   std::vector<std::int64_t> cost;
   for (int i = 0; i < k_samples; ++i) {
@@ -128,6 +128,8 @@ std::int64_t measure_process_start() {
 }
 
 }  // namespace
+
+std::int64_t measure_process_start() { return process_start_samples(); }
 
 std::int64_t measure_time_slice() {
   // The slice is not one number: the scheduler checks at timer ticks, and a stretch lasts one to

@@ -47,6 +47,10 @@ struct calibration {
 /// tell.
 [[nodiscard]] std::int64_t measure_time_slice();
 
+/// Measures the process start: the median of 9 forks, each timed from fork() in the parent to the
+/// child's first byte read back from a pipe. It grows with this process's resident memory.
+[[nodiscard]] std::int64_t measure_process_start();
+
 /// Measures everything above; takes about 0.25 s.
 [[nodiscard]] calibration calibrate();
 

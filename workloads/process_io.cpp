@@ -342,6 +342,10 @@ void child_set::poll_once(std::optional<run_clock::time_point> until) {
   }
   const int termination = g_termination_pipe[0];
   if (termination >= 0) fds.push_back({termination, POLLIN, 0});
+  // A signal caught before this set existed (its byte already drained by another set, or still
+  // in the pipe) is reported too, without blocking.
+  const bool signal_pending = g_termination_signal != 0 && !interrupt_reported_;
+  if (signal_pending) wake = run_clock::now();
 
   timespec ts{};
   const timespec* timeout = nullptr;
@@ -367,6 +371,14 @@ void child_set::poll_once(std::optional<run_clock::time_point> until) {
     }
   }
   if (termination >= 0 && fds.back().revents != 0) {
+    // Drain the self-pipe: it is level-triggered, and a byte left in it would wake every later
+    // poll at once (a busy loop of `interrupted` events).
+    char drain[64];
+    while (::read(termination, drain, sizeof drain) > 0) {
+    }
+  }
+  if (g_termination_signal != 0 && !interrupt_reported_) {
+    interrupt_reported_ = true;
     event e;
     e.what = event::kind::interrupted;
     ready_.push_back(std::move(e));
@@ -380,7 +392,7 @@ bool child_set::outstanding() const {
 
 child_set::event child_set::next() {
   while (ready_.empty()) {
-    if (live_ == 0 && g_termination_pipe[0] < 0) {
+    if (live_ == 0 && (g_termination_pipe[0] < 0 || interrupt_reported_)) {
       throw std::logic_error("child_set::next: no child to wait for");
     }
     poll_once(std::nullopt);
@@ -436,7 +448,9 @@ std::vector<std::uint32_t> child_set::kill_all() {
 outcomes::outcomes(std::size_t n, const run_options& options)
     : records_(n), done_(n, 0), stop_(options.stop), on_error_(options.on_error) {}
 
-bool outcomes::stopping() const { return stop_.stop_requested() || first_error_ || interrupted_; }
+bool outcomes::stopping() const {
+  return stop_.stop_requested() || first_error_ || interrupted_ || termination_signal() != 0;
+}
 
 void outcomes::fail(std::uint32_t id, std::string cause) {
   failed_.push_back({id, std::move(cause)});
@@ -497,6 +511,11 @@ void catch_termination() {
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   sigaction(SIGPIPE, &ignore, nullptr);
+  // SIGCHLD ignored (inherited through exec from a careless launcher) makes the kernel reap our
+  // children itself: waitpid() would fail with ECHILD and every crash read as "exited with 0".
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigaction(SIGCHLD, &dfl, nullptr);
 }
 
 int termination_signal() { return g_termination_signal; }

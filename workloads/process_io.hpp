@@ -162,6 +162,7 @@ class child_set {
   std::vector<slot> slots_;
   std::size_t live_ = 0;
   std::deque<event> ready_;  // events found by the last poll and not yet returned
+  bool interrupt_reported_ = false;  // `interrupted` is returned once per set, not once per poll
 };
 
 /// Gathers a process executor's outcomes: one record or one failure per task, honouring the run's
@@ -170,7 +171,7 @@ class outcomes {
  public:
   outcomes(std::size_t n, const run_options& options);
   /// True once no more tasks may start: cancelled, a first error under stop_at_first, or a
-  /// termination signal.
+  /// termination signal (caught during this run or before it).
   [[nodiscard]] bool stopping() const;
   /// Records what the event says: a record, a failure with its cause, or, for `interrupted`,
   /// every running task killed and failed with interrupted_cause().
@@ -191,8 +192,9 @@ class outcomes {
 };
 
 /// Installs handlers for SIGINT and SIGTERM that note the signal and wake every child_set (a
-/// self-pipe: the handler only write()s one byte), and ignores SIGPIPE. The first signal is
-/// caught; a second ends the program at once (SA_RESETHAND). For the lesson programs, not tests.
+/// self-pipe: the handler only write()s one byte), ignores SIGPIPE and gives SIGCHLD its default
+/// action (so that waitpid() sees every child). The first signal is caught; a second ends the
+/// program at once (SA_RESETHAND). Process-wide: for the lesson programs, not tests or benchmarks.
 void catch_termination();
 /// The signal caught by catch_termination()'s handler, or 0.
 [[nodiscard]] int termination_signal();

@@ -22,7 +22,9 @@ const executor& serial_executor() {
       .name = "serial",
       .lesson = "00",
       .summary = "one task after another on the calling thread",
-      .plan = {.policy = placement::static_blocks, .workers = worker_rule::one},
+      .plan = {.policy = placement::static_blocks,
+               .workers = worker_rule::one,
+               .per_task = unit_cost::probed},
       .run = run_serial,
   };
   return e;

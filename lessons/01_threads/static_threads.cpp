@@ -33,7 +33,8 @@ const executor& static_threads_executor() {
       .summary = "P std::jthreads, thread k runs the k-th contiguous block of tasks",
       .plan = {.policy = placement::static_blocks,
                .workers = worker_rule::requested,
-               .worker_start = unit_cost::thread_start},
+               .worker_start = unit_cost::thread_start,
+               .per_task = unit_cost::probed},
       .run = run_static_threads,
   };
   return e;

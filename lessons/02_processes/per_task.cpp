@@ -51,7 +51,7 @@ using launcher = void (*)(child_set&, std::size_t, const task&, const run_option
 
 // [snippet:per-task]
 run_result run_per_task(std::span<const task> tasks, const run_options& options, launcher launch) {
-  ensure_descriptors(tasks.size());  // a pipe per running child
+  ensure_descriptors(2 * tasks.size());  // up to two pipe ends per running child (spawn)
   outcomes out(tasks.size(), options);
   child_set children(tasks.size());  // on any early exit, kills and reaps every child
   for (std::size_t i = 0; i < tasks.size(); ++i) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -40,6 +41,7 @@ bool in_child(Body body) {
   }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return false;  // ECHILD (SIGCHLD ignored): retrying would spin forever
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
@@ -98,8 +100,13 @@ int shared_memory_demo() {
   // 4. shm_open: a named shared-memory object; any process that knows the name can map it.
   const std::string name = "/clab-demo-" + std::to_string(getpid());
   const int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0 || ftruncate(fd, sizeof(std::atomic<long>)) != 0) return 1;
+  if (fd < 0) return 1;
+  const bool sized = ftruncate(fd, sizeof(std::atomic<long>)) == 0;
   close(fd);
+  if (!sized) {
+    shm_unlink(name.c_str());  // a named object outlives the process unless unlinked
+    return 1;
+  }
   auto add_by_name = [&name] {  // maps the object by its name, as an unrelated program would
     const int own = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
     void* p = mmap(nullptr, sizeof(std::atomic<long>), PROT_READ | PROT_WRITE, MAP_SHARED, own, 0);

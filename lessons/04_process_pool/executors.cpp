@@ -19,6 +19,7 @@ run_result run_process_pool(std::span<const task> tasks, const run_options& opti
   const auto p = static_cast<std::size_t>(workers_used(k_pool_plan, options.workers, tasks.size()));
   outcomes out(tasks.size(), options);
   if (p == 0) return std::move(out).collect(0);
+  ensure_descriptors(2 * p);  // two pipe ends per worker (P may be far above 1024 / 2)
   process_pool pool(p);
   std::size_t next = 0;  // the next task to hand out: tasks go in order, each exactly once
   auto feed = [&](std::size_t k) {

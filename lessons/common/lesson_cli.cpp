@@ -285,7 +285,7 @@ void print_model(const prediction& pred, std::span<const task> tasks) {
     std::printf(", %s per worker start", format_ns(c.worker_start_ns).c_str());
   }
   if (c.per_task_ns > 0) {
-    std::printf(", %s per task hand-off", format_ns(c.per_task_ns).c_str());
+    std::printf(", %s overhead per task", format_ns(c.per_task_ns).c_str());
   }
   if (c.time_slice_ns > 0 && c.workers > c.cores) {
     std::printf(", %s time slices", format_ns(c.time_slice_ns).c_str());

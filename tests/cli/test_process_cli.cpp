@@ -234,17 +234,18 @@ TEST_CASE("SIGTERM or SIGINT to the parent kills and reaps every child, exit 143
     int sig;
     std::size_t children;
   };
-  // Every task hangs, with no timeout: only the signal can end these runs.
-  // The pool keeps its 3 workers; a process per task keeps only the hung task's child.
+  // Task 1 hangs, with no timeout: only the signal can end these runs. The other two wait 10 s,
+  // so that 3 children mean all 3 tasks have started (with short tasks, the one child seen could
+  // be task 0's, and a signal before task 1 started would report it cancelled, not interrupted).
   for (const signal_case& c :
        {signal_case{LESSON_04, "prefork", SIGTERM, 3}, signal_case{LESSON_04, "prefork", SIGINT, 3},
-        signal_case{LESSON_02, "fork", SIGTERM, 1}, signal_case{LESSON_02, "spawn", SIGINT, 1}}) {
+        signal_case{LESSON_02, "fork", SIGTERM, 3}, signal_case{LESSON_02, "spawn", SIGINT, 3}}) {
     CAPTURE(c.program, c.executor, c.sig);
     const int fds_before = open_fd_count();
     bool saw_children = false;
     const process_result r = signal_after_start(
         {c.program, "--executor", c.executor, "--tasks", "3", "--workers", "3", "--workload",
-         "wait", "--task-us", "1000", "--fail-task", "1", "--fail-how", "hang", "--json"},
+         "wait", "--task-us", "10000000", "--fail-task", "1", "--fail-how", "hang", "--json"},
         c.children, c.sig, 30, &saw_children);
     CHECK(saw_children);
     REQUIRE_FALSE(r.timed_out);
