@@ -161,7 +161,7 @@ class child_set {
 
   std::vector<slot> slots_;
   std::size_t live_ = 0;
-  std::deque<event> ready_;  // events found by the last poll and not yet returned
+  std::deque<event> ready_;          // events found by the last poll and not yet returned
   bool interrupt_reported_ = false;  // `interrupted` is returned once per set, not once per poll
 };
 
