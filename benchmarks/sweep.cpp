@@ -139,14 +139,22 @@ void run_point(benchmark::State& state, prepared& p, progress& bar, int repetiti
               static_cast<double>(p.predicted.simulated.makespan_ns) * repetitions / 1e9);
     // Probe again now, in the process as it is when the point runs: by now this process holds
     // every point's task set, and a fork costs more the more memory its parent holds.
+    // The kernel's speed is measured again too: on a shared host it drifts during a sweep of a
+    // minute or more (another guest on the same physical core), and a task's CPU part is its
+    // iteration count at the speed of the moment. The iterations, and so the checksums, stay.
     const schedule& plan = p.pt.exec->plan;
-    const bool forks = plan.worker_start == unit_cost::process_start;
-    if (forks || plan.worker_start == unit_cost::probed || plan.per_task == unit_cost::probed) {
-      calibration now = machine;
-      if (forks) now.process_start_ns = measure_process_start();
-      forget_probes();
-      p.predicted = predict(*p.pt.exec, p.tasks, p.pt.workers, now);
+    calibration now = machine;
+    now.ns_per_iteration = calibrate_kernel(nullptr, 15);
+    for (task& t : p.tasks) {
+      t.cpu_ns = std::llround(static_cast<double>(t.cpu_iterations) * now.ns_per_iteration);
     }
+    if (plan.worker_start == unit_cost::process_start) {
+      now.process_start_ns = measure_process_start();
+    }
+    if (plan.worker_start == unit_cost::probed || plan.per_task == unit_cost::probed) {
+      forget_probes();
+    }
+    p.predicted = predict(*p.pt.exec, p.tasks, p.pt.workers, now);
   }
   double stretch = 1.0;
   for (auto _ : state) {

@@ -163,9 +163,9 @@ int available_cores() {
   return static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
 }
 
-double calibrate_kernel(double* cv) {
+double calibrate_kernel(double* cv, int samples) {
   constexpr std::uint64_t k_iterations = 1U << 18U;  // under a millisecond per sample
-  constexpr int k_samples = 41;
+  const int k_samples = std::max(4, samples);
   volatile std::uint64_t sink = spin(1, k_iterations);  // warm-up: page in, clock up
   std::vector<double> per_iter;
   for (int i = 0; i < k_samples; ++i) {

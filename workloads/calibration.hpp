@@ -38,8 +38,8 @@ struct calibration {
 /// CPUs this process may use: the size of its affinity mask (so `taskset -c 0` counts as 1).
 [[nodiscard]] int available_cores();
 
-/// Measures ns per kernel iteration: 41 samples of about 0.7 ms, their lower quartile.
-[[nodiscard]] double calibrate_kernel(double* cv = nullptr);
+/// Measures ns per kernel iteration: `samples` samples of about 0.7 ms, their lower quartile.
+[[nodiscard]] double calibrate_kernel(double* cv = nullptr, int samples = 41);
 
 /// Measures the scheduler's time slice: two threads pinned to one of this process's CPUs spin for
 /// about 20 ms, each noting every stretch it ran without a gap, three times over (about 60 ms).
