@@ -34,6 +34,7 @@ struct worker_state {
   double wake = 0;       // blocking wait ends
   bool queued = false;   // in the run queue (time slicing)
   bool on_core = false;  // among the first C of the run queue: computing now
+  bool ran_one = false;  // has taken a task before
   double slice = 0;      // ns left of the current time slice
 };
 
@@ -178,7 +179,10 @@ class simulator {
         worker_state& w = w_[k];
         if (w.s == state::not_started && w.available_at <= now_ + eps()) w.s = state::idle;
         if (w.s != state::idle) continue;
+        // A launcher that hands out every task serves no idle worker until it has started all.
+        if (c_.launcher_dispatches && w.ran_one && w_[nw_].s != state::done) continue;
         if (next_task(k, w.current)) {  // start a new task (non-blocking executors do this first)
+          w.ran_one = true;
           task_record& r = timeline_[w.current];
           r.id = tasks_[w.current].id;
           r.worker = static_cast<std::int32_t>(k);
@@ -344,6 +348,7 @@ sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
   c.per_task_ns = plan.per_task == unit_cost::probed ? probed_ns : cost_of(plan.per_task, machine);
   c.wait_overshoot = machine.sleep_overshoot;
   c.time_slice_ns = machine.time_slice_ns;
+  c.launcher_dispatches = plan.launcher_dispatches;
   return c;
 }
 

@@ -96,6 +96,9 @@ struct schedule {
   worker_rule workers = worker_rule::requested;
   unit_cost worker_start = unit_cost::none;  ///< paid by the launcher, once per worker, in turn
   unit_cost per_task = unit_cost::none;      ///< paid by the worker before each task
+  /// The launcher also hands out every task, and starts all its workers before it hands out any
+  /// second task (a process pool's parent: while it forks, nobody serves the pipes).
+  bool launcher_dispatches = false;
 };
 
 using run_function = run_result (*)(std::span<const task>, const run_options&);

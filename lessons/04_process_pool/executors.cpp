@@ -10,7 +10,8 @@ namespace {
 constexpr schedule k_pool_plan{.policy = placement::dynamic_queue,
                                .workers = worker_rule::requested,
                                .worker_start = unit_cost::process_start,
-                               .per_task = unit_cost::probed};
+                               .per_task = unit_cost::probed,
+                               .launcher_dispatches = true};
 
 }  // namespace
 

@@ -251,6 +251,20 @@ TEST_CASE("simulator: time slices and a launcher that needs a core", "[models][s
       CHECK(simulate(cpu_tasks({5, 5, 5}), c).makespan_ns == 3 * 2 + 15);
     }
   }
+  SECTION("a launcher that hands out every task serves nobody while it still starts workers") {
+    sim_config c = cfg(placement::dynamic_queue, 2, 2);
+    c.worker_start_ns = 5;
+    // w0 starts at 5 and runs task 0 until 6, then tasks 1 and 2 by 8; the run ends when the
+    // launcher has started w1, at 10.
+    const sim_result free = simulate(wait_tasks({1, 1, 1}), c);
+    CHECK(free.timeline[2].end_ns == 8);
+    CHECK(free.makespan_ns == 10);
+    // A pool's parent forks w1 until 10 and only then serves w0 again: tasks 1 and 2 at 10.
+    c.launcher_dispatches = true;
+    const sim_result r = simulate(wait_tasks({1, 1, 1}), c);
+    CHECK(r.makespan_ns == 11);
+    CHECK(r.timeline[1].start_ns == 10);
+  }
   SECTION("the launcher slows down once the workers it started compete for its core") {
     sim_config c = cfg(placement::one_per_task, 2, 1);
     c.worker_start_ns = 2;
