@@ -35,6 +35,9 @@ struct worker_state {
   bool queued = false;   // in the run queue (time slicing)
   bool on_core = false;  // among the first C of the run queue: computing now
   bool ran_one = false;  // has taken a task before
+  bool asked = false;    // launcher_dispatches: waiting in line for the launcher's hand-off
+  bool handed = false;   // launcher_dispatches: the hand-off is done, the next task may start
+  double delay = 0;      // launcher_dispatches: wake-ups before the current task begins
   double slice = 0;      // ns left of the current time slice
 };
 
@@ -59,7 +62,8 @@ class simulator {
       w_[nw_].s = state::cpu;
       w_[nw_].remaining = static_cast<double>(c.worker_start_ns);
     } else {
-      w_[nw_].s = state::done;
+      launched_ = nw_;
+      w_[nw_].s = c.launcher_dispatches ? state::idle : state::done;
     }
     timeline_.resize(tasks.size());
     const std::size_t n = tasks.size();
@@ -146,6 +150,12 @@ class simulator {
         w.remaining = static_cast<double>(c_.per_task_ns);
         return;
       }
+      if (w.phase == 1 && blocking() && wait_of(i) + w.delay > 0) {
+        w.s = state::waiting;
+        w.wake = now_ + wait_of(i) + w.delay;
+        w.delay = 0;
+        return;
+      }
       if (w.phase == 1 && wait_of(i) > 0) {
         if (blocking()) {
           w.s = state::waiting;
@@ -179,15 +189,27 @@ class simulator {
         worker_state& w = w_[k];
         if (w.s == state::not_started && w.available_at <= now_ + eps()) w.s = state::idle;
         if (w.s != state::idle) continue;
-        // A launcher that hands out every task serves no idle worker until it has started all.
-        if (c_.launcher_dispatches && w.ran_one && w_[nw_].s != state::done) continue;
+        // A launcher that hands out every task serves the idle workers one at a time, and only
+        // once it has started all of them; a worker's first task comes with its start.
+        const bool through_launcher = c_.launcher_dispatches && w.ran_one;
+        if (through_launcher && !w.handed) {
+          if (!w.asked && has_task(k)) {
+            w.asked = true;
+            handoffs_.push_back(k);
+          } else if (!w.asked) {
+            w.s = state::done;
+          }
+          continue;
+        }
         if (next_task(k, w.current)) {  // start a new task (non-blocking executors do this first)
+          w.delay = w.handed ? static_cast<double>(c_.handoff_delay_ns) : 0.0;
           w.ran_one = true;
+          w.handed = false;
           task_record& r = timeline_[w.current];
           r.id = tasks_[w.current].id;
           r.worker = static_cast<std::int32_t>(k);
           r.start_ns = static_cast<std::int64_t>(std::llround(now_));
-          enter_phase(k, 0);
+          enter_phase(k, c_.launcher_dispatches ? 1 : 0);  // the launcher paid the hand-off
           moved = true;
         } else if (!blocking() && !ready(w).empty()) {
           w.current = ready(w).front();
@@ -199,7 +221,32 @@ class simulator {
           w.s = state::done;
         }
       }
+      moved = serve_handoffs() || moved;
     }
+  }
+
+  // A task is left for worker k (launcher_dispatches uses only the shared queue or k's own).
+  bool has_task(std::size_t k) { return !source(w_[k]).empty(); }
+
+  // launcher_dispatches: once every worker is started, the launcher takes the waiting workers in
+  // turn and spends per_task_ns of CPU on each one's hand-off. True if it handed one out at once.
+  bool serve_handoffs() {
+    worker_state& launcher = w_[nw_];
+    if (!c_.launcher_dispatches || launcher.s != state::idle || handoffs_.empty()) return false;
+    if (c_.per_task_ns > 0) {
+      launcher.s = state::cpu;
+      launcher.remaining = static_cast<double>(c_.per_task_ns);
+      return false;
+    }
+    hand_over();
+    return true;
+  }
+
+  void hand_over() {
+    worker_state& w = w_[handoffs_.front()];
+    handoffs_.pop_front();
+    w.asked = false;
+    w.handed = true;
   }
 
   bool sliced() const { return c_.time_slice_ns > 0; }
@@ -289,11 +336,16 @@ class simulator {
     }
     worker_state& launcher = w_[nw_];
     if (launcher.s == state::cpu && launcher.remaining <= eps()) {
-      w_[launched_++].available_at = now_;
-      if (launched_ < nw_) {
-        launcher.remaining = static_cast<double>(c_.worker_start_ns);
-      } else {
-        launcher.s = state::done;
+      if (launched_ < nw_) {  // a start is done
+        w_[launched_++].available_at = now_;
+        if (launched_ < nw_) {
+          launcher.remaining = static_cast<double>(c_.worker_start_ns);
+        } else {
+          launcher.s = c_.launcher_dispatches ? state::idle : state::done;
+        }
+      } else {  // a hand-off is done
+        hand_over();
+        launcher.s = state::idle;
       }
     }
     schedule_cores();
@@ -301,9 +353,10 @@ class simulator {
 
   std::span<const task> tasks_;
   sim_config c_;
-  std::vector<worker_state> w_;  // the workers, then the launcher
-  std::size_t nw_ = 0;           // workers
-  std::size_t launched_ = 0;     // workers the launcher has started
+  std::vector<worker_state> w_;       // the workers, then the launcher
+  std::size_t nw_ = 0;                // workers
+  std::size_t launched_ = 0;          // workers the launcher has started
+  std::deque<std::size_t> handoffs_;  // launcher_dispatches: workers waiting for their next task
   std::deque<std::size_t> shared_;
   std::deque<std::size_t> shared_ready_;
   std::deque<std::size_t> runq_;  // time slicing: CPU phases in turn order; the first C run
@@ -349,6 +402,8 @@ sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
   c.wait_overshoot = machine.sleep_overshoot;
   c.time_slice_ns = machine.time_slice_ns;
   c.launcher_dispatches = plan.launcher_dispatches;
+  // Through pipes, a hand-off wakes the parent (the report) and then the worker (the next task).
+  c.handoff_delay_ns = plan.launcher_dispatches ? 2 * machine.wakeup_ns : 0;
   return c;
 }
 

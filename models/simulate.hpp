@@ -26,10 +26,11 @@ struct sim_config {
   /// CPU time the launcher spends starting each worker, one after another; the launcher competes
   /// for the cores with the workers it has started.
   std::int64_t worker_start_ns = 0;
-  std::int64_t per_task_ns = 0;      ///< CPU time a worker spends on each task besides its work
-  overshoot_curve wait_overshoot;    ///< added to every non-zero wait (timer slack, wake-up)
-  std::int64_t time_slice_ns = 0;    ///< round-robin slice; 0 for processor sharing
-  bool launcher_dispatches = false;  ///< no worker takes a second task before all are started
+  std::int64_t per_task_ns = 0;       ///< CPU time a worker spends on each task besides its work
+  overshoot_curve wait_overshoot;     ///< added to every non-zero wait (timer slack, wake-up)
+  std::int64_t time_slice_ns = 0;     ///< round-robin slice; 0 for processor sharing
+  bool launcher_dispatches = false;   ///< no worker takes a second task before all are started
+  std::int64_t handoff_delay_ns = 0;  ///< launcher_dispatches: wake-ups before a handed task starts
 };
 
 struct sim_result {

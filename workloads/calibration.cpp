@@ -131,6 +131,43 @@ std::int64_t process_start_samples() {
 
 std::int64_t measure_process_start() { return process_start_samples(); }
 
+std::int64_t measure_wakeup() {
+  constexpr int k_samples = 15;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return 0;
+  std::vector<std::int64_t> latency(k_samples, 0);
+  std::vector<std::int64_t> sent(k_samples, 0);
+  const auto origin = clock_type::now();
+  {
+    std::jthread reader([&] {
+      for (int i = 0; i < k_samples; ++i) {
+        char byte = 0;
+        ssize_t got = -1;
+        do {
+          got = read(fds[0], &byte, 1);
+        } while (got < 0 && errno == EINTR);
+        if (got != 1) return;
+        latency[static_cast<std::size_t>(i)] = ns_since(origin);
+      }
+    });
+    for (int i = 0; i < k_samples; ++i) {
+      std::this_thread::sleep_for(std::chrono::microseconds(300));  // let the cores go idle
+      sent[static_cast<std::size_t>(i)] = ns_since(origin);
+      const char byte = 1;
+      if (write(fds[1], &byte, 1) != 1) break;
+    }
+    close(fds[1]);  // a reader still waiting sees end of file
+  }
+  close(fds[0]);
+  std::vector<std::int64_t> lat;
+  for (int i = 0; i < k_samples; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    if (latency[k] > 0 && sent[k] > 0)
+      lat.push_back(std::max<std::int64_t>(0, latency[k] - sent[k]));
+  }
+  return lat.empty() ? 0 : median(std::move(lat));
+}
+
 std::int64_t measure_time_slice() {
   // The slice is not one number: the scheduler checks at timer ticks, and a stretch lasts one to
   // a few ticks. The median of every stretch of three rounds is the typical turn.
@@ -192,6 +229,7 @@ calibration calibrate() {
   c.thread_start_ns = measure_thread_start();
   c.time_slice_ns = measure_time_slice();
   c.process_start_ns = measure_process_start();
+  c.wakeup_ns = measure_wakeup();
   return c;
 }
 

@@ -29,6 +29,9 @@ struct calibration {
   /// Median time from fork() in the parent to the child's first byte read back from a pipe: what
   /// a process pool pays to start one worker.
   std::int64_t process_start_ns = 0;
+  /// Median time from a write() into a pipe to the moment the thread blocked in read() on it runs
+  /// again, the cores idle before: one wake-up, as a process pool pays twice per hand-off.
+  std::int64_t wakeup_ns = 0;
   /// How long the scheduler lets a CPU-bound thread run before it switches to another runnable
   /// one on the same core: the median uninterrupted stretch of two threads pinned to one CPU.
   /// 0 where it could not be measured (the models then share the cores fairly instead).
@@ -50,6 +53,9 @@ struct calibration {
 /// Measures the process start: the median of 9 forks, each timed from fork() in the parent to the
 /// child's first byte read back from a pipe. It grows with this process's resident memory.
 [[nodiscard]] std::int64_t measure_process_start();
+
+/// Measures the wake-up through a pipe (see calibration::wakeup_ns): 15 samples, 0.3 ms apart.
+[[nodiscard]] std::int64_t measure_wakeup();
 
 /// Measures everything above; takes about 0.25 s.
 [[nodiscard]] calibration calibrate();

@@ -195,6 +195,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                 {"worker_start_ns", pred.config.worker_start_ns},
                 {"per_task_ns", pred.config.per_task_ns},
                 {"time_slice_ns", pred.config.time_slice_ns},
+                {"handoff_delay_ns", pred.config.handoff_delay_ns},
                 {"wait_overshoot_ns", pred.config.wait_overshoot.overshoot_ns}};
   j["calibration"] = {{"ns_per_iteration", machine.ns_per_iteration},
                       {"ns_per_iteration_cv", machine.ns_per_iteration_cv},
@@ -202,6 +203,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                       {"sleep_overshoot_at_ns", overshoot_curve::k_lengths_ns},
                       {"thread_start_ns", machine.thread_start_ns},
                       {"process_start_ns", machine.process_start_ns},
+                      {"wakeup_ns", machine.wakeup_ns},
                       {"time_slice_ns", machine.time_slice_ns}};
   if (run == nullptr) {  // --predict: nothing measured
     for (const char* k : {"makespan_ns", "ratio", "verified", "completed", "cv", "task_stretch"}) {
@@ -265,11 +267,11 @@ void print_header(const lesson_info& lesson, const plan& p, std::span<const task
       format_ns(tot.max_ns).c_str());
   std::printf(
       "machine    %s · kernel %.3f ns/iteration (CV %.1f%%) · sleep overshoot %s · "
-      "thread start %s · process start %s · time slice %s\n",
+      "thread start %s · process start %s · wake-up %s · time slice %s\n",
       count(machine.cores, "core").c_str(), machine.ns_per_iteration,
       machine.ns_per_iteration_cv * 100, overshoots(machine.sleep_overshoot).c_str(),
       format_ns(machine.thread_start_ns).c_str(), format_ns(machine.process_start_ns).c_str(),
-      format_ns(machine.time_slice_ns).c_str());
+      format_ns(machine.wakeup_ns).c_str(), format_ns(machine.time_slice_ns).c_str());
 }
 
 void print_model(const prediction& pred, std::span<const task> tasks) {
@@ -286,6 +288,9 @@ void print_model(const prediction& pred, std::span<const task> tasks) {
   }
   if (c.per_task_ns > 0) {
     std::printf(", %s overhead per task", format_ns(c.per_task_ns).c_str());
+  }
+  if (c.handoff_delay_ns > 0) {
+    std::printf(", %s of wake-ups per hand-off", format_ns(c.handoff_delay_ns).c_str());
   }
   if (c.time_slice_ns > 0 && c.workers > c.cores) {
     std::printf(", %s time slices", format_ns(c.time_slice_ns).c_str());

@@ -264,6 +264,15 @@ TEST_CASE("simulator: time slices and a launcher that needs a core", "[models][s
     const sim_result r = simulate(wait_tasks({1, 1, 1}), c);
     CHECK(r.makespan_ns == 11);
     CHECK(r.timeline[1].start_ns == 10);
+    // Its hand-offs cost it CPU, one at a time, and the worker waits for two wake-ups on top.
+    c.per_task_ns = 2;
+    c.handoff_delay_ns = 3;
+    const sim_result h = simulate(wait_tasks({1, 1, 1}), c);
+    // At 10, w1 starts with task 1 (its first task comes with its start) and the launcher serves
+    // w0: its hand-off takes 10 to 12, then 3 of wake-ups and task 2's wait of 1.
+    CHECK(h.timeline[1].end_ns == 11);
+    CHECK(h.timeline[2].end_ns == 12 + 3 + 1);
+    CHECK(h.makespan_ns == 16);
   }
   SECTION("the launcher slows down once the workers it started compete for its core") {
     sim_config c = cfg(placement::one_per_task, 2, 1);

@@ -146,6 +146,8 @@ TEST_CASE("calibration measures positive, plausible costs", "[workloads][calibra
   CHECK(c.time_slice_ns < 100'000'000);
   CHECK(c.process_start_ns > c.thread_start_ns / 10);  // a fork is no cheaper than a thread
   CHECK(c.process_start_ns < 1'000'000'000);
+  CHECK(c.wakeup_ns > 0);  // a blocked thread never runs the instant its pipe is written
+  CHECK(c.wakeup_ns < 100'000'000);
 }
 
 TEST_CASE("the overshoot curve interpolates in log(length) and holds flat past its ends",
