@@ -13,8 +13,9 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   prediction p;
   const bool probed =
       exec.plan.worker_start == unit_cost::probed || exec.plan.per_task == unit_cost::probed;
+  const probe_result probe = probed ? probe_executor(exec) : probe_result{};
   p.config =
-      configure(exec.plan, workers, tasks.size(), machine, probed ? probe_per_task_ns(exec) : 0);
+      configure(exec.plan, workers, tasks.size(), machine, probe.per_task_ns, probe.caller_cpu_ns);
   // A task injected to throw does its wait and then throws where its CPU part would begin: it
   // computes nothing, and the model knows that before the run. (abort, segv and hang end or stall
   // the run, so no makespan is predicted for them beyond what is printed.)

@@ -15,9 +15,19 @@
 
 namespace clab {
 
+struct probe_result {
+  std::int64_t per_task_ns = 0;  ///< wall time per task at full throughput, one worker
+  /// CPU time this process spent per task in the same runs. For an executor whose workers are
+  /// other processes, that is the caller's own share of a hand-off (a process pool's parent).
+  std::int64_t caller_cpu_ns = 0;
+};
+
 /// Nanoseconds per task through `exec` with one worker, on empty tasks (no CPU, no wait): the
 /// median of three differences m(2K) − m(K) over K, with K grown until a run of 2K tasks takes at
-/// least 2 ms. Measured once per executor in a process, then remembered. Never negative.
+/// least 2 ms; the same for this process's CPU time. Measured once per executor in a process,
+/// then remembered. Never negative.
+[[nodiscard]] probe_result probe_executor(const executor& exec);
+/// probe_executor(exec).per_task_ns.
 [[nodiscard]] std::int64_t probe_per_task_ns(const executor& exec);
 
 /// Forgets every probe, so that the next call measures again: for a long-lived process whose

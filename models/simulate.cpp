@@ -209,7 +209,7 @@ class simulator {
           r.id = tasks_[w.current].id;
           r.worker = static_cast<std::int32_t>(k);
           r.start_ns = static_cast<std::int64_t>(std::llround(now_));
-          enter_phase(k, c_.launcher_dispatches ? 1 : 0);  // the launcher paid the hand-off
+          enter_phase(k, 0);
           moved = true;
         } else if (!blocking() && !ready(w).empty()) {
           w.current = ready(w).front();
@@ -233,9 +233,9 @@ class simulator {
   bool serve_handoffs() {
     worker_state& launcher = w_[nw_];
     if (!c_.launcher_dispatches || launcher.s != state::idle || handoffs_.empty()) return false;
-    if (c_.per_task_ns > 0) {
+    if (c_.launcher_handoff_ns > 0) {
       launcher.s = state::cpu;
-      launcher.remaining = static_cast<double>(c_.per_task_ns);
+      launcher.remaining = static_cast<double>(c_.launcher_handoff_ns);
       return false;
     }
     hand_over();
@@ -388,7 +388,8 @@ sim_result simulate(std::span<const task> tasks, const sim_config& config) {
 }
 
 sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
-                     const calibration& machine, std::int64_t probed_ns) {
+                     const calibration& machine, std::int64_t probed_ns,
+                     std::int64_t probed_caller_ns) {
   sim_config c;
   c.policy = plan.policy;
   c.waits = plan.waits;
@@ -403,7 +404,15 @@ sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
   c.time_slice_ns = machine.time_slice_ns;
   c.launcher_dispatches = plan.launcher_dispatches;
   // Through pipes, a hand-off wakes the parent (the report) and then the worker (the next task).
-  c.handoff_delay_ns = plan.launcher_dispatches ? 2 * machine.wakeup_ns : 0;
+  // The parent's part of the probed cost is its own CPU time, spent one hand-off at a time; the
+  // rest is the worker's, spent side by side.
+  if (plan.launcher_dispatches) {
+    c.handoff_delay_ns = 2 * machine.wakeup_ns;
+    if (plan.per_task == unit_cost::probed) {
+      c.launcher_handoff_ns = std::min(probed_caller_ns, probed_ns);
+      c.per_task_ns = probed_ns - c.launcher_handoff_ns;
+    }
+  }
   return c;
 }
 

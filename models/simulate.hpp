@@ -31,6 +31,7 @@ struct sim_config {
   std::int64_t time_slice_ns = 0;     ///< round-robin slice; 0 for processor sharing
   bool launcher_dispatches = false;   ///< no worker takes a second task before all are started
   std::int64_t handoff_delay_ns = 0;  ///< launcher_dispatches: wake-ups before a handed task starts
+  std::int64_t launcher_handoff_ns = 0;  ///< launcher_dispatches: its CPU per hand-off
 };
 
 struct sim_result {
@@ -45,7 +46,10 @@ struct sim_result {
 /// The configuration an executor's schedule implies for P requested workers on this machine.
 /// `probed_ns` is the executor's own per-task cost measured on empty tasks (see models/probe.hpp),
 /// used where the schedule names unit_cost::probed.
+/// `probed_caller_ns` is the caller's CPU share of it: for a schedule whose launcher dispatches,
+/// the launcher's work per hand-off.
 [[nodiscard]] sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
-                                   const calibration& machine, std::int64_t probed_ns = 0);
+                                   const calibration& machine, std::int64_t probed_ns = 0,
+                                   std::int64_t probed_caller_ns = 0);
 
 }  // namespace clab

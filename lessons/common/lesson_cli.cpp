@@ -196,6 +196,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                 {"per_task_ns", pred.config.per_task_ns},
                 {"time_slice_ns", pred.config.time_slice_ns},
                 {"handoff_delay_ns", pred.config.handoff_delay_ns},
+                {"launcher_handoff_ns", pred.config.launcher_handoff_ns},
                 {"wait_overshoot_ns", pred.config.wait_overshoot.overshoot_ns}};
   j["calibration"] = {{"ns_per_iteration", machine.ns_per_iteration},
                       {"ns_per_iteration_cv", machine.ns_per_iteration_cv},
@@ -288,6 +289,10 @@ void print_model(const prediction& pred, std::span<const task> tasks) {
   }
   if (c.per_task_ns > 0) {
     std::printf(", %s overhead per task", format_ns(c.per_task_ns).c_str());
+  }
+  if (c.launcher_handoff_ns > 0) {
+    std::printf(", %s of the launcher's time per hand-off",
+                format_ns(c.launcher_handoff_ns).c_str());
   }
   if (c.handoff_delay_ns > 0) {
     std::printf(", %s of wake-ups per hand-off", format_ns(c.handoff_delay_ns).c_str());

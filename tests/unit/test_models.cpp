@@ -265,7 +265,7 @@ TEST_CASE("simulator: time slices and a launcher that needs a core", "[models][s
     CHECK(r.makespan_ns == 11);
     CHECK(r.timeline[1].start_ns == 10);
     // Its hand-offs cost it CPU, one at a time, and the worker waits for two wake-ups on top.
-    c.per_task_ns = 2;
+    c.launcher_handoff_ns = 2;
     c.handoff_delay_ns = 3;
     const sim_result h = simulate(wait_tasks({1, 1, 1}), c);
     // At 10, w1 starts with task 1 (its first task comes with its start) and the launcher serves
