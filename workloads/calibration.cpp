@@ -50,24 +50,27 @@ std::int64_t measure_thread_start() {
   return median(std::move(cost));
 }
 
-// One round of measure_time_slice(): appends the stretches each thread ran; false if the threads
-// could not be pinned.
-bool time_slice_round(std::vector<std::int64_t>& out) {
+// The stretches two threads pinned to one CPU ran before the other took over: they spin until
+// together they have taken k_turns turns (or k_cap_ns has passed), so a coarse scheduler tick
+// (4 ms at HZ=250) gets as many turns as a fine one. Empty if the threads could not be pinned.
+std::vector<std::int64_t> time_slice_stretches() {
   cpu_set_t mine;
   CPU_ZERO(&mine);
-  if (sched_getaffinity(0, sizeof(mine), &mine) != 0) return false;
+  if (sched_getaffinity(0, sizeof(mine), &mine) != 0) return {};
   int cpu = 0;
   while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
-  if (cpu == CPU_SETSIZE) return false;
+  if (cpu == CPU_SETSIZE) return {};
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(cpu, &one);
   // A gap longer than this between two clock reads means the thread was switched out.
   constexpr std::int64_t k_gap_ns = 20'000;
-  constexpr std::int64_t k_span_ns = 20'000'000;
+  constexpr int k_turns = 24;
+  constexpr std::int64_t k_cap_ns = 400'000'000;
   std::array<std::vector<std::int64_t>, 2> stretches;
   std::array<bool, 2> pinned{};
   std::atomic<int> ready{0};
+  std::atomic<int> turns{0};
   auto spinner = [&](std::size_t me) {
     pinned[me] = pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0;
     ready.fetch_add(1);
@@ -76,10 +79,13 @@ bool time_slice_round(std::vector<std::int64_t>& out) {
     const auto t0 = clock_type::now();
     std::int64_t last = 0;
     std::int64_t begin = 0;
-    while (last < k_span_ns) {
+    while (last < k_cap_ns && turns.load(std::memory_order_relaxed) < k_turns) {
       const std::int64_t now = ns_since(t0);
       if (now - last > k_gap_ns) {
-        if (begin > 0) stretches[me].push_back(last - begin);  // the first stretch is partial
+        if (begin > 0) {  // the first stretch is partial: it began before the clock did
+          stretches[me].push_back(last - begin);
+          turns.fetch_add(1, std::memory_order_relaxed);
+        }
         begin = now;
       }
       last = now;
@@ -89,9 +95,10 @@ bool time_slice_round(std::vector<std::int64_t>& out) {
     std::jthread a(spinner, 0);
     std::jthread b(spinner, 1);
   }
-  if (!pinned[0] || !pinned[1]) return false;
-  for (const auto& s : stretches) out.insert(out.end(), s.begin(), s.end());
-  return true;
+  if (!pinned[0] || !pinned[1]) return {};
+  std::vector<std::int64_t> all = std::move(stretches[0]);
+  all.insert(all.end(), stretches[1].begin(), stretches[1].end());
+  return all;
 }
 
 std::int64_t process_start_samples() {
@@ -170,12 +177,9 @@ std::int64_t measure_wakeup() {
 
 std::int64_t measure_time_slice() {
   // The slice is not one number: the scheduler checks at timer ticks, and a stretch lasts one to
-  // a few ticks. The median of every stretch of three rounds is the typical turn.
-  std::vector<std::int64_t> all;
-  for (int i = 0; i < 3; ++i) {
-    if (!time_slice_round(all)) return 0;
-  }
-  if (all.size() < 12) return 0;  // the threads hardly alternated: no slice to speak of
+  // a few ticks. The median stretch is the typical turn.
+  std::vector<std::int64_t> all = time_slice_stretches();
+  if (all.size() < 8) return 0;  // the threads hardly alternated: no slice to speak of
   return median(std::move(all));
 }
 

@@ -44,10 +44,10 @@ struct calibration {
 /// Measures ns per kernel iteration: `samples` samples of about 0.7 ms, their lower quartile.
 [[nodiscard]] double calibrate_kernel(double* cv = nullptr, int samples = 41);
 
-/// Measures the scheduler's time slice: two threads pinned to one of this process's CPUs spin for
-/// about 20 ms, each noting every stretch it ran without a gap, three times over (about 60 ms).
-/// Returns the median stretch, or 0 if the threads could not be pinned or switched too seldom to
-/// tell.
+/// Measures the scheduler's time slice: two threads pinned to one of this process's CPUs spin,
+/// each noting every stretch it ran without a gap, until they have taken 24 turns between them
+/// (about 25 ms at 1 ms slices, 100 ms at 4 ms; at most 400 ms). Returns the median stretch, or 0
+/// if the threads could not be pinned or switched too seldom to tell.
 [[nodiscard]] std::int64_t measure_time_slice();
 
 /// Measures the process start: the median of 9 forks, each timed from fork() in the parent to the
