@@ -283,6 +283,7 @@ class simulator {
       runq_.push_back(k);
     }
     const std::size_t cores = static_cast<std::size_t>(c_.cores);
+    preempt_launcher(cores);
     std::vector<std::size_t> expired;
     for (std::size_t i = 0; i < std::min(cores, runq_.size()); ++i) {
       if (w_[runq_[i]].slice <= eps()) expired.push_back(runq_[i]);
@@ -294,6 +295,29 @@ class simulator {
       runq_.push_back(k);
     }
     for (std::size_t i = 0; i < runq_.size(); ++i) w_[runq_[i]].on_core = i < cores;
+  }
+
+  // A worker the launcher has just started takes the launcher's core if every core is taken: a
+  // new thread or process is placed ahead of the one that made it (Linux's EEVDF gives a new task
+  // half a slice's deadline). The launcher has run less than its share, so it is next in line and
+  // runs again when the next slice on any core ends, which makes it start about one worker per
+  // slice / cores while the cores are busy, not a burst of them in one slice.
+  void preempt_launcher(std::size_t cores) {
+    if (starter_ == k_none) return;
+    worker_state& fresh = w_[starter_];
+    if (fresh.s == state::not_started || fresh.s == state::idle) return;  // not yet running
+    const std::size_t k = starter_;
+    starter_ = k_none;
+    if (fresh.s != state::cpu || runq_.size() <= cores) return;  // it waits, or a core is free
+    const auto launcher = std::find(runq_.begin(), runq_.end(), nw_);
+    const auto fresh_at = std::find(runq_.begin(), runq_.end(), k);
+    if (launcher == runq_.end() || fresh_at == runq_.end()) return;
+    const auto l = static_cast<std::size_t>(launcher - runq_.begin());
+    const auto f = static_cast<std::size_t>(fresh_at - runq_.begin());
+    if (l >= cores || f < cores) return;  // the launcher was not running, or the worker is
+    runq_.erase(runq_.begin() + static_cast<std::ptrdiff_t>(f));
+    runq_[l] = k;
+    runq_.insert(runq_.begin() + static_cast<std::ptrdiff_t>(cores), nw_);
   }
 
   double next_event() const {
@@ -337,6 +361,7 @@ class simulator {
     worker_state& launcher = w_[nw_];
     if (launcher.s == state::cpu && launcher.remaining <= eps()) {
       if (launched_ < nw_) {  // a start is done
+        starter_ = launched_;
         w_[launched_++].available_at = now_;
         if (launched_ < nw_) {
           launcher.remaining = static_cast<double>(c_.worker_start_ns);
@@ -348,7 +373,8 @@ class simulator {
         launcher.s = state::idle;
       }
     }
-    schedule_cores();
+    // The run queue is brought up to date after dispatch(), not here: a worker that has finished
+    // a task and goes straight on with the next keeps its place and the rest of its slice.
   }
 
   std::span<const task> tasks_;
@@ -356,6 +382,8 @@ class simulator {
   std::vector<worker_state> w_;       // the workers, then the launcher
   std::size_t nw_ = 0;                // workers
   std::size_t launched_ = 0;          // workers the launcher has started
+  static constexpr std::size_t k_none = static_cast<std::size_t>(-1);
+  std::size_t starter_ = k_none;  // time slicing: the worker just started, until it runs
   std::deque<std::size_t> handoffs_;  // launcher_dispatches: workers waiting for their next task
   std::deque<std::size_t> shared_;
   std::deque<std::size_t> shared_ready_;

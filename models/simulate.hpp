@@ -3,8 +3,12 @@
 // time slices of the length measured on this machine (round robin over one run queue), which is
 // how Linux's scheduler looks at the scale of a slice: a thread that is running keeps its core
 // until its slice ends, so threads that compute in bursts between waits interleave instead of
-// all crawling together. With no slice given, the cores are shared fairly instead (processor
-// sharing: k runnable phases on C < k cores each advance at C/k), the limit of very short slices.
+// all crawling together. A worker that goes straight on from one task to the next keeps its place
+// and the rest of its slice; a worker just started takes its launcher's core when no core is
+// free (Linux places a new thread or process ahead of its parent), and the launcher, having run
+// less than its share, is next in line. With no slice given, the cores are shared fairly instead
+// (processor sharing: k runnable phases on C < k cores each advance at C/k), the limit of very
+// short slices.
 #pragma once
 
 #include <cstddef>

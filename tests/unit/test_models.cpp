@@ -274,6 +274,39 @@ TEST_CASE("simulator: time slices and a launcher that needs a core", "[models][s
     CHECK(h.timeline[2].end_ns == 12 + 3 + 1);
     CHECK(h.makespan_ns == 16);
   }
+  SECTION("a worker that goes straight on to its next task keeps its place in the run queue") {
+    // Two workers on one core, slice 10; each task costs 1 of per-task CPU, then a wait of 4,
+    // then 4 of CPU. A: 0-1 overhead, 1-5 wait, 5-9 CPU, then at once task 2's overhead 9-10
+    // (its place and the rest of its slice kept), wait 10-14. B: 1-2 overhead, 2-6 wait, queued
+    // behind A until 10, CPU 10-14, overhead 14-15, wait 15-19. A computes 15-19, B 19-23.
+    std::vector<task> ts(4, task{.cpu_ns = 4, .wait_ns = 4});
+    for (std::uint32_t i = 0; i < 4; ++i) ts[i].id = i;
+    sim_config c = cfg(placement::round_robin, 2, 1);
+    c.time_slice_ns = 10;
+    c.per_task_ns = 1;
+    const sim_result r = simulate(ts, c);
+    CHECK(r.timeline[2].start_ns == 9);
+    CHECK(r.timeline[2].end_ns == 19);
+    CHECK(r.makespan_ns == 23);
+  }
+  SECTION("a worker just started takes the launcher's core; the launcher goes next in line") {
+    // One core, slice 10, starts of 2: each new worker runs its 10 of CPU at once, and the
+    // launcher starts the next one only when that worker's slice ends.
+    sim_config c = cfg(placement::one_per_task, 3, 1);
+    c.worker_start_ns = 2;
+    c.time_slice_ns = 10;
+    const sim_result r = simulate(cpu_tasks({10, 10, 10}), c);
+    CHECK(r.timeline[0].start_ns == 2);
+    CHECK(r.timeline[0].end_ns == 12);
+    CHECK(r.timeline[1].start_ns == 14);
+    CHECK(r.timeline[1].end_ns == 24);
+    CHECK(r.timeline[2].start_ns == 26);
+    CHECK(r.makespan_ns == 36);
+    // With a core to spare, nobody is pushed aside: the starts follow one another every 2.
+    c.cores = 2;
+    const sim_result two = simulate(cpu_tasks({10, 10, 10}), c);
+    CHECK(two.timeline[1].start_ns == 4);
+  }
   SECTION("the launcher slows down once the workers it started compete for its core") {
     sim_config c = cfg(placement::one_per_task, 2, 1);
     c.worker_start_ns = 2;
