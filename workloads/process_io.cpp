@@ -446,18 +446,18 @@ std::vector<std::uint32_t> child_set::kill_all() {
 // ---- outcomes ----
 
 outcomes::outcomes(std::size_t n, const run_options& options)
-    : records_(n), done_(n, 0), stop_(options.stop), on_error_(options.on_error) {}
+    : slots_(n, options), on_error_(options.on_error) {}
 
 bool outcomes::stopping() const {
-  return stop_.stop_requested() || first_error_ || interrupted_ || termination_signal() != 0;
+  return slots_.stopping() || first_error_ || interrupted_ || termination_signal() != 0;
 }
 
 void outcomes::fail(std::uint32_t id, std::string cause) {
-  failed_.push_back({id, std::move(cause)});
+  slots_.fail(id, std::move(cause));
   if (on_error_ == error_policy::stop_at_first) first_error_ = true;
 }
 
-void outcomes::cancel(std::uint32_t id) { failed_.push_back({id, std::string(k_cancelled)}); }
+void outcomes::cancel(std::uint32_t id) { slots_.fail(id, std::string(k_cancelled)); }
 
 void outcomes::handle(const child_set::event& e, child_set& children) {
   using kind = child_set::event::kind;
@@ -465,8 +465,7 @@ void outcomes::handle(const child_set::event& e, child_set& children) {
     case kind::report: {
       const task_report& r = e.report;
       if (r.completed != 0) {
-        records_.at(r.record.id) = r.record;
-        done_.at(r.record.id) = 1;
+        slots_.complete(r.record);
       } else {
         fail(r.record.id, std::string(r.cause.data()));
       }
@@ -481,18 +480,6 @@ void outcomes::handle(const child_set::event& e, child_set& children) {
       for (std::uint32_t id : children.kill_all()) fail(id, interrupted_cause());
       break;
   }
-}
-
-run_result outcomes::collect(int workers_used) && {
-  run_result r;
-  r.workers_used = workers_used;
-  for (std::size_t i = 0; i < records_.size(); ++i) {
-    if (done_[i] != 0) r.records.push_back(records_[i]);
-  }
-  r.failed = std::move(failed_);
-  r.stopped = std::any_of(r.failed.begin(), r.failed.end(),
-                          [](const task_failure& f) { return f.cause == k_cancelled; });
-  return r;
 }
 
 // ---- termination signals ----

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "workloads/execute.hpp"
 #include "workloads/run.hpp"
 #include "workloads/task.hpp"
 
@@ -179,13 +180,12 @@ class outcomes {
   /// Task id never started: reported as cancelled.
   void cancel(std::uint32_t id);
   void fail(std::uint32_t id, std::string cause);
-  [[nodiscard]] run_result collect(int workers_used) &&;
+  [[nodiscard]] run_result collect(int workers_used) && {
+    return std::move(slots_).collect(workers_used);
+  }
 
  private:
-  std::vector<task_record> records_;
-  std::vector<std::uint8_t> done_;
-  std::vector<task_failure> failed_;
-  std::stop_token stop_;
+  result_slots slots_;  // the records and failures, as the thread executors keep them
   error_policy on_error_;
   bool first_error_ = false;
   bool interrupted_ = false;

@@ -12,6 +12,7 @@
 #include "lessons/registry.hpp"
 #include "models/check.hpp"
 #include "models/probe.hpp"
+#include "support/task_sets.hpp"
 #include "workloads/calibration.hpp"
 #include "workloads/verify.hpp"
 
@@ -19,14 +20,10 @@ using namespace clab;
 
 namespace {
 
-const calibration& machine() {
-  static const calibration m = calibrate();
-  return m;
-}
+using testing::machine;
 
 std::vector<task> tasks_of(std::size_t n, workload w, distribution d, double us) {
-  return make_task_set({.tasks = n, .kind = w, .dist = d, .task_us = us, .seed = 11},
-                       machine().ns_per_iteration);
+  return testing::tasks_of(n, w, d, us, 11);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include "lessons/02_processes/processes.hpp"
 #include "lessons/04_process_pool/process_pool.hpp"
+#include "support/task_sets.hpp"
 #include "workloads/calibration.hpp"
 #include "workloads/process_io.hpp"
 #include "workloads/verify.hpp"
@@ -24,14 +25,10 @@ using namespace clab;
 
 namespace {
 
-const calibration& machine() {
-  static const calibration m = calibrate();
-  return m;
-}
+using testing::machine;
 
 std::vector<task> tasks_of(std::size_t n, workload w, distribution d, double us) {
-  return make_task_set({.tasks = n, .kind = w, .dist = d, .task_us = us, .seed = 5},
-                       machine().ns_per_iteration);
+  return testing::tasks_of(n, w, d, us, 5);
 }
 
 int open_fds() {
