@@ -379,11 +379,11 @@ class simulator {
 
   std::span<const task> tasks_;
   sim_config c_;
-  std::vector<worker_state> w_;       // the workers, then the launcher
-  std::size_t nw_ = 0;                // workers
-  std::size_t launched_ = 0;          // workers the launcher has started
+  std::vector<worker_state> w_;  // the workers, then the launcher
+  std::size_t nw_ = 0;           // workers
+  std::size_t launched_ = 0;     // workers the launcher has started
   static constexpr std::size_t k_none = static_cast<std::size_t>(-1);
-  std::size_t starter_ = k_none;  // time slicing: the worker just started, until it runs
+  std::size_t starter_ = k_none;      // time slicing: the worker just started, until it runs
   std::deque<std::size_t> handoffs_;  // launcher_dispatches: workers waiting for their next task
   std::deque<std::size_t> shared_;
   std::deque<std::size_t> shared_ready_;
