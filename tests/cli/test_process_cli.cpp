@@ -3,15 +3,11 @@
 // to the parent kills and reaps every child and exits 143 or 130; the shared-memory demo. This
 // test process is a child subreaper (PR_SET_CHILD_SUBREAPER), so any grandchild that a lesson
 // program leaves behind would become our child: "no child of ours" then means "none left at all".
-#include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
@@ -24,8 +20,6 @@
 #include <vector>
 
 #include "support/subprocess.hpp"
-
-extern char** environ;
 
 using clab::test::open_fd_count;
 using clab::test::process_result;
@@ -101,70 +95,16 @@ bool sanitized() { return CLAB_SANITIZED != 0; }
 /// sends `sig`, and collects its stdout and status; gives up (SIGKILL) after `timeout_s`.
 process_result signal_after_start(const std::vector<std::string>& argv, std::size_t children,
                                   int sig, double timeout_s, bool* saw_children) {
-  std::array<int, 2> out{};
-  std::array<int, 2> err{};
-  REQUIRE(pipe2(out.data(), O_CLOEXEC) == 0);
-  REQUIRE(pipe2(err.data(), O_CLOEXEC) == 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(out[1]);
-  close(err[1]);
-  REQUIRE(rc == 0);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  auto left_ms = [&] {
-    return static_cast<int>(std::max<std::int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
-                                                                 std::chrono::steady_clock::now())
-               .count()));
-  };
-  process_result r;
-  std::array<pollfd, 2> fds{pollfd{out[0], POLLIN, 0}, pollfd{err[0], POLLIN, 0}};
-  std::array<std::string*, 2> sink{&r.out, &r.err};
   bool signalled = false;
   *saw_children = false;
-  while (left_ms() > 0 && (fds[0].fd >= 0 || fds[1].fd >= 0)) {
-    if (!signalled && r.err.find("will hang forever") != std::string::npos) {
-      if (children_of(pid).size() >= children) {
-        *saw_children = true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        kill(pid, sig);
-        signalled = true;
-      }
-    }
-    if (poll(fds.data(), fds.size(), std::min(left_ms(), 5)) <= 0) continue;
-    for (std::size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buf[4096];
-      const ssize_t got = read(fds[i].fd, buf, sizeof buf);
-      if (got > 0) {
-        sink[i]->append(buf, static_cast<std::size_t>(got));
-      } else {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-      }
-    }
-  }
-  for (pollfd& f : fds) {
-    if (f.fd >= 0) close(f.fd);
-  }
-  if (std::chrono::steady_clock::now() >= deadline) {
-    r.timed_out = true;
-    kill(pid, SIGKILL);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
-  return r;
+  return run_process(argv, timeout_s, [&](pid_t pid, const process_result& so_far) {
+    if (signalled || so_far.err.find("will hang forever") == std::string::npos) return;
+    if (children_of(pid).size() < children) return;
+    *saw_children = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    kill(pid, sig);
+    signalled = true;
+  });
 }
 
 }  // namespace

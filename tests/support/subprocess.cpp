@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <stdexcept>
 
@@ -16,7 +18,8 @@ extern char** environ;
 
 namespace clab::test {
 
-process_result run_process(const std::vector<std::string>& argv, double timeout_s) {
+process_result run_process(const std::vector<std::string>& argv, double timeout_s,
+                           const process_watch& watch) {
   std::array<int, 2> out{};
   std::array<int, 2> err{};
   if (pipe2(out.data(), O_CLOEXEC) != 0 || pipe2(err.data(), O_CLOEXEC) != 0) {
@@ -53,7 +56,10 @@ process_result run_process(const std::vector<std::string>& argv, double timeout_
       kill(pid, SIGKILL);
       break;
     }
-    if (poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0) continue;
+    if (watch) watch(pid, r);
+    const int wait_ms = static_cast<int>(watch ? std::min<std::int64_t>(left.count(), 5)
+                                               : static_cast<std::int64_t>(left.count()));
+    if (poll(fds.data(), fds.size(), wait_ms) <= 0) continue;
     for (std::size_t i = 0; i < fds.size(); ++i) {
       if (fds[i].fd < 0 || fds[i].revents == 0) continue;
       char buf[4096];
