@@ -151,9 +151,7 @@ void run_point(benchmark::State& state, prepared& p, progress& bar, int repetiti
     if (plan.worker_start == unit_cost::process_start) {
       now.process_start_ns = measure_process_start();
     }
-    if (plan.worker_start == unit_cost::probed || plan.per_task == unit_cost::probed) {
-      forget_probes();
-    }
+    forget_probes();  // the run-end probe applies to every executor
     p.predicted = predict(*p.pt.exec, p.tasks, p.pt.workers, now);
   }
   double stretch = 1.0;

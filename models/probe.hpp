@@ -17,9 +17,14 @@ namespace clab {
 
 struct probe_result {
   std::int64_t per_task_ns = 0;  ///< wall time per task at full throughput, one worker
-  /// CPU time this process spent per task in the same runs. For an executor whose workers are
-  /// other processes, that is the caller's own share of a hand-off (a process pool's parent).
+  /// CPU time the calling thread spent per task in the same runs: the launcher's own share of a
+  /// start or a hand-off (a process pool's parent).
   std::int64_t caller_cpu_ns = 0;
+  /// CPU time per task of the workers themselves: every thread of this process but the caller,
+  /// and every child process reaped, in the same runs. On empty tasks that is what a worker costs
+  /// on a core besides its work: a new thread's start and exit, a child's copy-on-write faults and
+  /// exit, a spawned program's loading (development machine: about 20 µs, 0.2–0.4 ms and 1.2 ms).
+  std::int64_t worker_cpu_ns = 0;
 };
 
 /// Nanoseconds per task through `exec` with one worker, on empty tasks (no CPU, no wait): the
@@ -29,6 +34,13 @@ struct probe_result {
 [[nodiscard]] probe_result probe_executor(const executor& exec);
 /// probe_executor(exec).per_task_ns.
 [[nodiscard]] std::int64_t probe_per_task_ns(const executor& exec);
+
+/// The end of a run through `exec`: how long it takes to return after its last task has ended
+/// (joining its threads, closing its pipes and reaping its worker processes), with P = workers on
+/// min(n, 64) empty tasks: the median of five runs. A process's exit costs more the more memory
+/// its parent held when it forked, so this is measured in the process as it is, like the
+/// per-task probe, and remembered per executor, P and task count until forget_probes().
+[[nodiscard]] std::int64_t probe_run_end_ns(const executor& exec, int workers, std::size_t n);
 
 /// Forgets every probe, so that the next call measures again: for a long-lived process whose
 /// state changes what a unit costs (a fork costs more the more memory the parent holds).

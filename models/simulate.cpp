@@ -100,7 +100,7 @@ class simulator {
       makespan = now_;
     }
     sim_result r;
-    r.makespan_ns = static_cast<std::int64_t>(std::llround(makespan));
+    r.makespan_ns = static_cast<std::int64_t>(std::llround(makespan)) + c_.run_end_ns;
     r.timeline = std::move(timeline_);
     return r;
   }
@@ -403,6 +403,7 @@ std::int64_t cost_of(unit_cost c, const calibration& m) {
     case unit_cost::process_start:
       return m.process_start_ns;
     case unit_cost::probed:
+    case unit_cost::probed_worker_cpu:
       return -1;  // the caller's probe
   }
   return 0;
@@ -417,7 +418,7 @@ sim_result simulate(std::span<const task> tasks, const sim_config& config) {
 
 sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
                      const calibration& machine, std::int64_t probed_ns,
-                     std::int64_t probed_caller_ns) {
+                     std::int64_t probed_caller_ns, std::int64_t probed_worker_cpu_ns) {
   sim_config c;
   c.policy = plan.policy;
   c.waits = plan.waits;
@@ -427,7 +428,15 @@ sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
   // it before each start, a pool's worker before each task.
   c.worker_start_ns =
       plan.worker_start == unit_cost::probed ? probed_ns : cost_of(plan.worker_start, machine);
-  c.per_task_ns = plan.per_task == unit_cost::probed ? probed_ns : cost_of(plan.per_task, machine);
+  // A worker's own CPU per task, less what the launcher's probed time already holds: while
+  // posix_spawn or a fork runs, the launcher waits for the child, whose CPU that wait is.
+  const std::int64_t launcher_waits = plan.worker_start == unit_cost::probed
+                                          ? std::max<std::int64_t>(0, probed_ns - probed_caller_ns)
+                                          : 0;
+  c.per_task_ns = plan.per_task == unit_cost::probed ? probed_ns
+                  : plan.per_task == unit_cost::probed_worker_cpu
+                      ? std::max<std::int64_t>(0, probed_worker_cpu_ns - launcher_waits)
+                      : cost_of(plan.per_task, machine);
   c.wait_overshoot = machine.sleep_overshoot;
   c.time_slice_ns = machine.time_slice_ns;
   c.launcher_dispatches = plan.launcher_dispatches;

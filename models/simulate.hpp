@@ -36,6 +36,9 @@ struct sim_config {
   bool launcher_dispatches = false;   ///< no worker takes a second task before all are started
   std::int64_t handoff_delay_ns = 0;  ///< launcher_dispatches: wake-ups before a handed task starts
   std::int64_t launcher_handoff_ns = 0;  ///< launcher_dispatches: its CPU per hand-off
+  /// From the end of the last task to the executor's return: joining threads, closing pipes and
+  /// reaping processes (see probe_run_end_ns()); added to the makespan, not to any task.
+  std::int64_t run_end_ns = 0;
 };
 
 struct sim_result {
@@ -49,11 +52,13 @@ struct sim_result {
 
 /// The configuration an executor's schedule implies for P requested workers on this machine.
 /// `probed_ns` is the executor's own per-task cost measured on empty tasks (see models/probe.hpp),
-/// used where the schedule names unit_cost::probed.
+/// used where the schedule names unit_cost::probed; `probed_worker_cpu_ns` where it names
+/// unit_cost::probed_worker_cpu.
 /// `probed_caller_ns` is the caller's CPU share of it: for a schedule whose launcher dispatches,
 /// the launcher's work per hand-off.
 [[nodiscard]] sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
                                    const calibration& machine, std::int64_t probed_ns = 0,
-                                   std::int64_t probed_caller_ns = 0);
+                                   std::int64_t probed_caller_ns = 0,
+                                   std::int64_t probed_worker_cpu_ns = 0);
 
 }  // namespace clab

@@ -84,7 +84,22 @@ enum class wait_mode : std::uint8_t { blocking, nonblocking };
 /// models/probe.hpp). As a worker_start it is the launcher's time per task (spawning a thread or
 /// process per task); as a per_task cost, the CPU time a worker spends handing off each task (a
 /// pool's queue, a pipe round trip).
-enum class unit_cost : std::uint8_t { none, thread_start, process_start, probed };
+/// A cost the model charges: none, a calibrated start (models/ reads the calibration), or one
+/// measured on the executor itself (models/probe.hpp): `probed` is its wall time per task with one
+/// worker, `probed_worker_cpu` the CPU a worker spends per task besides the task's own work (a new
+/// thread's or process's own start and exit, which take a core from the tasks when all are busy).
+enum class unit_cost : std::uint8_t {
+  none,
+  thread_start,
+  process_start,
+  probed,
+  probed_worker_cpu
+};
+
+/// True if `c` is measured on the executor (by a probe) rather than read from the calibration.
+[[nodiscard]] constexpr bool is_probed(unit_cost c) {
+  return c == unit_cost::probed || c == unit_cost::probed_worker_cpu;
+}
 
 /// How many workers an executor starts for a requested P and N tasks.
 enum class worker_rule : std::uint8_t { one, requested, one_per_task };

@@ -33,7 +33,8 @@ const executor& thread_per_task_executor() {
           "does not apply)",
       .plan = {.policy = placement::one_per_task,
                .workers = worker_rule::one_per_task,
-               .worker_start = unit_cost::thread_start},
+               .worker_start = unit_cost::thread_start,
+               .per_task = unit_cost::probed_worker_cpu},
       .run = run_thread_per_task,
   };
   return e;

@@ -70,7 +70,8 @@ run_result run_per_task(std::span<const task> tasks, const run_options& options,
 
 constexpr schedule k_process_per_task{.policy = placement::one_per_task,
                                       .workers = worker_rule::one_per_task,
-                                      .worker_start = unit_cost::probed};
+                                      .worker_start = unit_cost::probed,
+                                      .per_task = unit_cost::probed_worker_cpu};
 
 }  // namespace
 

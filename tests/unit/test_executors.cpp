@@ -192,4 +192,24 @@ TEST_CASE("probe: a pool's hand-off cost is measured once and feeds its predicti
   const std::vector<task> ts = make_task_set(spec, m.ns_per_iteration);
   const prediction p = predict(*pool, ts, 2, m);
   CHECK(p.config.per_task_ns == once);
+  CHECK(p.config.run_end_ns == probe_run_end_ns(*pool, 2, ts.size()));  // remembered too
+}
+
+TEST_CASE("probe: workers' own CPU and the end of a run, measured on the executor",
+          "[executors][probe]") {
+  const executor* forked = find_executor("fork");
+  const executor* threads = find_executor("per-task");
+  const executor* pool = find_executor("prefork");
+  REQUIRE((forked != nullptr && threads != nullptr && pool != nullptr));
+  REQUIRE(forked->plan.per_task == unit_cost::probed_worker_cpu);
+  // A forked child always costs CPU of its own (at least its exit); so does a new thread. Both
+  // are reaped or joined before the executor returns, so the probe sees them.
+  CHECK(probe_executor(*forked).worker_cpu_ns > 0);
+  CHECK(probe_executor(*threads).worker_cpu_ns > 0);
+  // The launcher's share is its own thread's CPU, never more than the wall time it took.
+  const probe_result f = probe_executor(*forked);
+  CHECK(f.caller_cpu_ns <= f.per_task_ns + f.per_task_ns / 2);
+  // Closing a pool's pipes and reaping its processes takes time after the last task ends.
+  CHECK(probe_run_end_ns(*pool, 2, 8) > 0);
+  forget_probes();
 }

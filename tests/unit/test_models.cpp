@@ -346,6 +346,35 @@ TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[mo
     CHECK(configure(pool, 8, 10, m, 300).per_task_ns == 300);
     CHECK(configure(pool, 8, 10, m, 300).worker_start_ns == 0);
   }
+  SECTION("a worker's own CPU, less the part the launcher's probed time already waits through") {
+    const schedule spawned{.policy = placement::one_per_task,
+                           .workers = worker_rule::one_per_task,
+                           .worker_start = unit_cost::probed,
+                           .per_task = unit_cost::probed_worker_cpu};
+    // 800 per start, of which the launcher computes 100 and waits 700 for the child; the child
+    // computes 1200 in all, so 500 of it is left to run beside the launcher.
+    const sim_config s = configure(spawned, 4, 10, m, 800, 100, 1200);
+    CHECK(s.worker_start_ns == 800);
+    CHECK(s.per_task_ns == 500);
+    CHECK(configure(spawned, 4, 10, m, 800, 100, 600).per_task_ns == 0);  // all inside the wait
+    const schedule thread_each{.policy = placement::one_per_task,
+                               .workers = worker_rule::one_per_task,
+                               .worker_start = unit_cost::thread_start,
+                               .per_task = unit_cost::probed_worker_cpu};
+    CHECK(configure(thread_each, 4, 10, m, 800, 100, 30).per_task_ns == 30);  // no wait to subtract
+  }
+}
+
+TEST_CASE("simulator: the run ends run_end_ns after its last task", "[models][simulate]") {
+  const std::vector<task> ts = cpu_tasks({100, 200, 300});
+  sim_config c = cfg(placement::dynamic_queue, 2, 2);
+  const sim_result before = simulate(ts, c);
+  c.run_end_ns = 1000;
+  const sim_result after = simulate(ts, c);
+  CHECK(after.makespan_ns == before.makespan_ns + 1000);
+  for (std::size_t i = 0; i < ts.size(); ++i) {  // no task moves
+    CHECK(after.timeline[i].end_ns == before.timeline[i].end_ns);
+  }
 }
 
 TEST_CASE("verdict: within tolerance, or deviating with the likely cause", "[models][verdict]") {
