@@ -87,7 +87,7 @@ probe_result measure_per_task(const executor& exec, int workers) {
   std::vector<std::int64_t> cpu;
   std::vector<std::int64_t> worker_cpu;
   const auto kk = static_cast<std::int64_t>(k);
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 5; ++rep) {
     const timed once = run_empty(exec, k, workers);
     const timed twice = run_empty(exec, 2 * k, workers);
     wall.push_back(std::max<std::int64_t>(0, (twice.wall_ns - once.wall_ns) / kk));

@@ -28,7 +28,7 @@ struct probe_result {
 };
 
 /// Nanoseconds per task through `exec` with one worker, on empty tasks (no CPU, no wait): the
-/// median of three differences m(2K) − m(K) over K, with K grown until a run of 2K tasks takes at
+/// median of five differences m(2K) − m(K) over K, with K grown until a run of 2K tasks takes at
 /// least 2 ms; the same for this process's CPU time. Measured once per executor in a process,
 /// then remembered. Never negative.
 [[nodiscard]] probe_result probe_executor(const executor& exec);
