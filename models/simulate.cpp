@@ -64,6 +64,7 @@ class simulator {
     } else {
       launched_ = nw_;
       w_[nw_].s = c.launcher_dispatches ? state::idle : state::done;
+      submit_after_starts();
     }
     timeline_.resize(tasks.size());
     const std::size_t n = tasks.size();
@@ -320,6 +321,17 @@ class simulator {
     runq_.insert(runq_.begin() + static_cast<std::ptrdiff_t>(cores), nw_);
   }
 
+  // A pool's caller submits its tasks one by one once the workers are started; that CPU time
+  // competes with the workers for the cores. (The queue is modelled as full from the start: on
+  // the development machine the workers never outran the caller.)
+  void submit_after_starts() {
+    worker_state& launcher = w_[nw_];
+    if (c_.submit_ns <= 0 || c_.launcher_dispatches || submitting_) return;
+    submitting_ = true;
+    launcher.s = state::cpu;
+    launcher.remaining = static_cast<double>(c_.submit_ns) * static_cast<double>(tasks_.size());
+  }
+
   double next_event() const {
     double next = k_inf;
     const std::vector<double> r_of = rates();
@@ -367,7 +379,11 @@ class simulator {
           launcher.remaining = static_cast<double>(c_.worker_start_ns);
         } else {
           launcher.s = c_.launcher_dispatches ? state::idle : state::done;
+          submit_after_starts();
         }
+      } else if (submitting_) {  // every task is submitted
+        submitting_ = false;
+        launcher.s = state::done;
       } else {  // a hand-off is done
         hand_over();
         launcher.s = state::idle;
@@ -382,6 +398,7 @@ class simulator {
   std::vector<worker_state> w_;  // the workers, then the launcher
   std::size_t nw_ = 0;           // workers
   std::size_t launched_ = 0;     // workers the launcher has started
+  bool submitting_ = false;      // the launcher submits the tasks (sim_config::submit_ns)
   static constexpr std::size_t k_none = static_cast<std::size_t>(-1);
   std::size_t starter_ = k_none;      // time slicing: the worker just started, until it runs
   std::deque<std::size_t> handoffs_;  // launcher_dispatches: workers waiting for their next task
@@ -443,6 +460,7 @@ sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
   // Through pipes, a hand-off wakes the parent (the report) and then the worker (the next task).
   // The parent's part of the probed cost is its own CPU time, spent one hand-off at a time; the
   // rest is the worker's, spent side by side.
+  if (plan.caller_submits && plan.per_task == unit_cost::probed) c.submit_ns = probed_caller_ns;
   if (plan.launcher_dispatches) {
     c.handoff_delay_ns = 2 * machine.wakeup_ns;
     if (plan.per_task == unit_cost::probed) {

@@ -39,6 +39,9 @@ struct sim_config {
   /// From the end of the last task to the executor's return: joining threads, closing pipes and
   /// reaping processes (see probe_run_end_ns()); added to the makespan, not to any task.
   std::int64_t run_end_ns = 0;
+  /// CPU time the caller spends submitting each task to a pool, after starting the workers and
+  /// beside them (the probe's caller_cpu_ns); 0 where the tasks need no submission.
+  std::int64_t submit_ns = 0;
 };
 
 struct sim_result {

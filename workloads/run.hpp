@@ -114,6 +114,9 @@ struct schedule {
   /// The launcher also hands out every task, and starts all its workers before it hands out any
   /// second task (a process pool's parent: while it forks, nobody serves the pipes).
   bool launcher_dispatches = false;
+  /// The caller submits every task to the pool, one by one, once the workers are started: its CPU
+  /// per task (probed) competes with the workers for the cores.
+  bool caller_submits = false;
 };
 
 using run_function = run_result (*)(std::span<const task>, const run_options&);

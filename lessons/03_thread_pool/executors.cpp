@@ -45,7 +45,8 @@ class worker_numbers {
 constexpr schedule k_dynamic{.policy = placement::dynamic_queue,
                              .workers = worker_rule::requested,
                              .worker_start = unit_cost::thread_start,
-                             .per_task = unit_cost::probed};
+                             .per_task = unit_cost::probed,
+                             .caller_submits = true};
 
 /// Thrown by a job that a stop kept from starting; the gather below reports it as cancelled.
 struct task_cancelled {};
@@ -191,7 +192,8 @@ const executor& stealing_pool_executor() {
       .plan = {.policy = placement::work_stealing,
                .workers = worker_rule::requested,
                .worker_start = unit_cost::thread_start,
-               .per_task = unit_cost::probed},
+               .per_task = unit_cost::probed,
+               .caller_submits = true},
       .run = run_stealing_pool};
   return e;
 }
@@ -204,7 +206,8 @@ const executor& priority_pool_executor() {
       .plan = {.policy = placement::longest_first,
                .workers = worker_rule::requested,
                .worker_start = unit_cost::thread_start,
-               .per_task = unit_cost::probed},
+               .per_task = unit_cost::probed,
+               .caller_submits = true},
       .run = run_priority_pool};
   return e;
 }

@@ -198,6 +198,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                 {"handoff_delay_ns", pred.config.handoff_delay_ns},
                 {"launcher_handoff_ns", pred.config.launcher_handoff_ns},
                 {"run_end_ns", pred.config.run_end_ns},
+                {"submit_ns", pred.config.submit_ns},
                 {"wait_overshoot_ns", pred.config.wait_overshoot.overshoot_ns}};
   j["calibration"] = {{"ns_per_iteration", machine.ns_per_iteration},
                       {"ns_per_iteration_cv", machine.ns_per_iteration_cv},
@@ -297,6 +298,9 @@ void print_model(const prediction& pred, std::span<const task> tasks) {
   }
   if (c.handoff_delay_ns > 0) {
     std::printf(", %s of wake-ups per hand-off", format_ns(c.handoff_delay_ns).c_str());
+  }
+  if (c.submit_ns > 0) {
+    std::printf(", %s of the caller's time per task submitted", format_ns(c.submit_ns).c_str());
   }
   if (c.run_end_ns > 0) {
     std::printf(", %s to end the run", format_ns(c.run_end_ns).c_str());

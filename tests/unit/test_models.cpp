@@ -363,6 +363,28 @@ TEST_CASE("configure maps a schedule and a calibration onto the simulator", "[mo
                                .per_task = unit_cost::probed_worker_cpu};
     CHECK(configure(thread_each, 4, 10, m, 800, 100, 30).per_task_ns == 30);  // no wait to subtract
   }
+  SECTION("a pool whose caller submits each task: the caller's probed CPU per task") {
+    const schedule pool{.policy = placement::dynamic_queue,
+                        .workers = worker_rule::requested,
+                        .per_task = unit_cost::probed,
+                        .caller_submits = true};
+    CHECK(configure(pool, 2, 10, m, 300, 120).submit_ns == 120);
+    CHECK(configure({.per_task = unit_cost::probed}, 2, 10, m, 300, 120).submit_ns == 0);
+  }
+}
+
+TEST_CASE("simulator: a caller submitting tasks takes its share of the cores",
+          "[models][simulate]") {
+  // 4 tasks of 1000 ns on 2 workers and 2 cores: 2000 ns alone. Submitting costs the caller
+  // 500 ns per task, 2000 in all, beside the workers: three threads share two cores until the
+  // caller is done at 3000, and so are the workers, on processor sharing.
+  const std::vector<task> ts = cpu_tasks({1000, 1000, 1000, 1000});
+  sim_config c = cfg(placement::dynamic_queue, 2, 2);
+  CHECK(simulate(ts, c).makespan_ns == 2000);
+  c.submit_ns = 500;
+  CHECK(simulate(ts, c).makespan_ns == 3000);
+  c.cores = 4;  // a core to spare: the caller slows nobody
+  CHECK(simulate(ts, c).makespan_ns == 2000);
 }
 
 TEST_CASE("simulator: the run ends run_end_ns after its last task", "[models][simulate]") {
