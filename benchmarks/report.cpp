@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <ostream>
 #include <set>
 #include <sstream>
@@ -114,6 +115,27 @@ nlohmann::json parse_gbench_json(const std::string& text) {
 std::size_t sweep_report::within() const {
   return static_cast<std::size_t>(std::count_if(
       points.begin(), points.end(), [](const sweep_point& p) { return p.judged.within; }));
+}
+
+std::vector<verdict_group> group_verdicts(const sweep_report& report) {
+  std::vector<verdict_group> groups;
+  for (const sweep_point& p : report.points) {
+    const bool over = p.workers_used > p.cores;
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const verdict_group& x) {
+      return x.family == p.family && x.workload == p.workload && x.oversubscribed == over;
+    });
+    if (g == groups.end()) {
+      groups.push_back({.family = p.family, .workload = p.workload, .oversubscribed = over});
+      g = std::prev(groups.end());
+    }
+    ++g->points;
+    if (p.judged.within) ++g->within;
+  }
+  return groups;
+}
+
+std::string workers_label(const verdict_group& g) {
+  return g.oversubscribed ? "P > cores" : "P ≤ cores";
 }
 
 sweep_report read_sweep(const nlohmann::json& gbench) {
@@ -233,7 +255,15 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
       << "%).** Tolerance: 5 % for wait work, 10 % where tasks compute; each point is the median "
          "of "
          "its repetitions, judged against the prediction made before it ran.\n\n";
-  out << "## Machine\n\n| | |\n| --- | --- |\n";
+  out << "## Where the model holds\n\nThe points by kind. P is the workers a run started (a thread "
+         "or process per task counts each one): with more workers than cores, the kernel's "
+         "placement and time slicing decide what the model can only average.\n\n"
+         "| family | workload | workers | within | points |\n| --- | --- | --- | --- | --- |\n";
+  for (const verdict_group& g : group_verdicts(report)) {
+    out << "| " << g.family << " | " << g.workload << " | " << workers_label(g) << " | " << g.within
+        << " | " << g.points << " |\n";
+  }
+  out << "\n## Machine\n\n| | |\n| --- | --- |\n";
   for (const char* k :
        {"host_name", "cpu_model", "cores", "num_cpus", "kernel", "compiler", "build_type",
         "ns_per_iteration", "thread_start_ns", "sleep_overshoot_1ms_ns", "date"}) {
@@ -415,6 +445,14 @@ void write_index(const sweep_report& report, const std::vector<scaling_fit>& fit
          "serial's. Predictions were made before the runs, from each executor's declared schedule "
          "and "
          "this machine's calibration.</p>\n";
+  out << "<h2>Where the model holds</h2>\n<table>\n<tr><th class=l>family</th><th "
+         "class=l>workload</th><th class=l>workers</th><th>within</th><th>points</th></tr>\n";
+  for (const verdict_group& g : group_verdicts(report)) {
+    out << "<tr><td class=l>" << html_escape(g.family) << "</td><td class=l>"
+        << html_escape(g.workload) << "</td><td class=l>" << html_escape(workers_label(g))
+        << "</td><td>" << g.within << "</td><td>" << g.points << "</td></tr>\n";
+  }
+  out << "</table>\n";
   out << "<h2>Machine</h2>\n<table>\n";
   for (const auto& [k, v] : report.machine) {
     if (k == "caches" || k == "library_build_type" || k == "executable") continue;

@@ -45,6 +45,21 @@ struct sweep_report {
 /// point. Throws std::runtime_error on JSON that is not a sweep.
 [[nodiscard]] sweep_report read_sweep(const nlohmann::json& gbench);
 
+/// The points of one kind: a family, a workload, and whether the run had more workers than cores.
+struct verdict_group {
+  std::string family;
+  std::string workload;
+  bool oversubscribed = false;  ///< more workers than cores (workers_used > cores)
+  std::size_t points = 0;
+  std::size_t within = 0;
+};
+
+/// The verdicts counted by kind, in the sweep's order of first appearance: where the model holds
+/// and where it does not, at a glance.
+[[nodiscard]] std::vector<verdict_group> group_verdicts(const sweep_report& report);
+/// "P ≤ cores" or "P > cores".
+[[nodiscard]] std::string workers_label(const verdict_group& g);
+
 struct scaling_fit {
   std::string executor;
   std::string workload;

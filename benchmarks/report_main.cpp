@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
     const std::size_t n = report.points.size();
     std::printf("model check: %zu of %zu points within tolerance (%.0f%%)\n", report.within(), n,
                 100.0 * static_cast<double>(report.within()) / static_cast<double>(n));
+    for (const clab::verdict_group& g : clab::group_verdicts(report)) {
+      std::printf("  %-11s %-5s %s: %zu of %zu\n", g.family.c_str(), g.workload.c_str(),
+                  clab::workers_label(g).c_str(), g.within, g.points);
+    }
     for (const clab::sweep_point& p : report.points) {
       if (!p.judged.within) {
         std::printf("  deviating: %s %s %s %s N=%g P=%g t=%g µs ratio %.3f: %s\n", p.family.c_str(),

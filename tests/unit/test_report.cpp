@@ -104,6 +104,13 @@ TEST_CASE("the model check passes a good point and flags a known deviation", "[b
   CHECK(over.judged.ratio == Approx(1.3));
   CHECK_THAT(over.judged.cause, Catch::StartsWith("oversubscription: 4 workers on 2 cores"));
   CHECK(r.within() == 2);
+  // By kind: the two runs with P <= cores pass, the one with more workers than cores does not.
+  const std::vector<verdict_group> g = group_verdicts(r);
+  REQUIRE(g.size() == 2);
+  CHECK((g[0].family == "scaling" && g[0].workload == "cpu" && !g[0].oversubscribed));
+  CHECK((g[0].points == 2 && g[0].within == 2));
+  CHECK((g[1].oversubscribed && g[1].points == 1 && g[1].within == 0));
+  CHECK(workers_label(g[1]) == "P > cores");
 }
 
 TEST_CASE("an unverified run is an error, never a point", "[bench][report]") {
@@ -133,6 +140,7 @@ TEST_CASE("the report writes the CSV, the verdicts, the plot data and the page",
   std::ostringstream md;
   write_verdicts(r, fits, md);
   CHECK_THAT(md.str(), Catch::Contains("2 of 3 points within tolerance (67%)"));
+  CHECK_THAT(md.str(), Catch::Contains("| scaling | cpu | P > cores | 0 | 1 |"));
   temp_dir dir;
   write_plot_data(r, fits, nullptr, dir.path);
   for (const char* f :
