@@ -12,3 +12,9 @@ set grid
 set key top left box opaque
 set style line 100 lc rgb "black" dt 2 lw 1.5
 set style line 101 lc rgb "gray40" lw 2
+# Twelve colours, so that every executor of every lesson gets its own (gnuplot's default set has
+# eight and then repeats); plots also vary the point shape by executor.
+array lt_colors[12] = ["#332288", "#88ccee", "#44aa99", "#117733", "#999933", "#ddcc77", \
+                       "#cc6677", "#882255", "#aa4499", "#e69f00", "#0072b2", "#d55e00"]
+do for [k=1:12] { set linetype k lc rgb lt_colors[k] lw 1 }
+set linetype cycle 12

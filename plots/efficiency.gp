@@ -10,5 +10,5 @@ set key bottom right box opaque
 set title sprintf("Where overhead eats the work: CPU tasks on %d workers, %d cores (dashed: model)", cores, cores)
 f = data."/efficiency.dat"
 plot 1 ls 100 title "no overhead", \
-     for [i=0:n_executors-1] f index i using 1:2 with linespoints lw 2 pt 7 lc i+1 title columnheader(1), \
+     for [i=0:n_executors-1] f index i using 1:2 with linespoints lw 2 pt 5+2*(i%5) lc i+1 title columnheader(1), \
      for [i=0:n_executors-1] f index i using 1:3 with lines dt 3 lw 2 lc i+1 notitle

@@ -14,6 +14,6 @@ do for [w in "cpu wait mixed"] {
   m = data."/makespan_".w."_model.dat"
   plot m using 1:2 with linespoints ls 100 pt 6 title "⌈N/P⌉·t", \
        m using 1:3 with lines ls 101 title "Σt / P_{eff}", \
-       for [i=0:n_executors-1] f index i using 1:2 with linespoints lw 2 pt 7 lc i+1 title columnheader(1), \
+       for [i=0:n_executors-1] f index i using 1:2 with linespoints lw 2 pt 5+2*(i%5) lc i+1 title columnheader(1), \
        for [i=0:n_executors-1] f index i using 1:3 with lines dt 3 lw 2 lc i+1 notitle
 }
