@@ -32,18 +32,20 @@ verdict judge(const verdict_input& in) {
     v.cause =
         "faster than predicted: the calibration ran on a busy core, or the model counts an "
         "overhead this executor does not pay";
-  } else if (in.cv > in.tolerance / 2) {
+  } else if (in.cv > in.tolerance / 2 && v.ratio - 1.0 <= 2 * in.cv) {
+    // Noise explains a deviation no larger than twice the runs' own spread; a larger one, even
+    // from spread-out runs, has a cause of its own.
     v.cause = "noise: repeated runs spread by CV " + percent(in.cv);
-  } else if (in.task_stretch > 1.0 + in.tolerance / 2) {
-    v.cause =
-        "the tasks themselves ran " + percent(in.task_stretch - 1.0) +
-        " longer than modelled: other load on the cores (noise), this run's own workers starting "
-        "and waking in numbers the model does not price, or a lower clock";
   } else if (in.cpu_work && in.runnable_threads > in.cores) {
     v.cause = "oversubscription: " + std::to_string(in.runnable_threads) + " workers on " +
               std::to_string(in.cores) +
               " cores pay for context switches, cache refills and uneven sharing of the cores, "
               "which the model leaves out";
+  } else if (in.task_stretch > 1.0 + in.tolerance / 2) {
+    v.cause =
+        "the tasks themselves ran " + percent(in.task_stretch - 1.0) +
+        " longer than modelled: other load on the cores (noise), this run's own workers starting "
+        "and waking in numbers the model does not price, or a lower clock";
   } else {
     v.cause = "overhead the model leaves out (wake-up latency, hand-off, scheduling)";
   }
