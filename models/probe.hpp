@@ -29,8 +29,8 @@ struct probe_result {
 
 /// Nanoseconds per task through `exec` with one worker, on empty tasks (no CPU, no wait): the
 /// median of five differences m(2K) − m(K) over K, with K grown until a run of 2K tasks takes at
-/// least 2 ms; the same for this process's CPU time. Measured once per executor in a process,
-/// then remembered. Never negative.
+/// least 2 ms; the same for the calling thread's CPU time and for the workers'. Measured once per
+/// executor in a process, then remembered. Never negative.
 [[nodiscard]] probe_result probe_executor(const executor& exec);
 /// probe_executor(exec).per_task_ns.
 [[nodiscard]] std::int64_t probe_per_task_ns(const executor& exec);
