@@ -133,10 +133,12 @@ TEST_CASE("cancelling mid-run: started tasks finish, the rest are cancelled, non
           "[executors][cancel]") {
   for (const executor* e : all_executors()) {
     CAPTURE(e->name);
-    const auto ts = tasks_of(40, workload::wait, distribution::fixed, 2000);  // 40 ms on 2 workers
+    // 100 ms on 2 workers, stopped at 25 ms: long enough for two workers to start even under
+    // ThreadSanitizer on a loaded machine (10 ms was not, once, for asio's threads).
+    const auto ts = tasks_of(40, workload::wait, distribution::fixed, 5000);
     std::stop_source stop;
     std::jthread canceller([&stop] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
       stop.request_stop();
     });
     const run_result r = measure(*e, ts, {.workers = 2, .stop = stop.get_token()});
@@ -146,7 +148,7 @@ TEST_CASE("cancelling mid-run: started tasks finish, the rest are cancelled, non
     CHECK(v.ok);
     CHECK(r.records.size() + count_cancelled(r) == ts.size());
     if (e->plan.workers == worker_rule::requested || e->plan.workers == worker_rule::one) {
-      CHECK(r.records.size() >= 2);     // the tasks running at 10 ms finished
+      CHECK(r.records.size() >= 2);     // the tasks running at 25 ms finished
       CHECK(count_cancelled(r) >= 20);  // two workers cannot have started more than ~12 by then
     }
   }
