@@ -457,10 +457,11 @@ sim_config configure(const schedule& plan, int requested_workers, std::size_t n,
   c.wait_overshoot = machine.sleep_overshoot;
   c.time_slice_ns = machine.time_slice_ns;
   c.launcher_dispatches = plan.launcher_dispatches;
+  // A pool's caller submits each task itself: its probed CPU per task, beside the workers.
+  if (plan.caller_submits && plan.per_task == unit_cost::probed) c.submit_ns = probed_caller_ns;
   // Through pipes, a hand-off wakes the parent (the report) and then the worker (the next task).
   // The parent's part of the probed cost is its own CPU time, spent one hand-off at a time; the
   // rest is the worker's, spent side by side.
-  if (plan.caller_submits && plan.per_task == unit_cost::probed) c.submit_ns = probed_caller_ns;
   if (plan.launcher_dispatches) {
     c.handoff_delay_ns = 2 * machine.wakeup_ns;
     if (plan.per_task == unit_cost::probed) {

@@ -78,16 +78,14 @@ enum class placement : std::uint8_t {
 /// another (non-blocking: fibers, coroutines, event loops).
 enum class wait_mode : std::uint8_t { blocking, nonblocking };
 
-/// Measured per-unit costs that an executor pays: thread_start and process_start (a fork until the
-/// child is ready) come from the machine's calibration; probed is the executor's own cost per task,
-/// measured by running it on empty tasks with the same P just before the prediction (see
-/// models/probe.hpp). As a worker_start it is the launcher's time per task (spawning a thread or
-/// process per task); as a per_task cost, the CPU time a worker spends handing off each task (a
-/// pool's queue, a pipe round trip).
-/// A cost the model charges: none, a calibrated start (models/ reads the calibration), or one
-/// measured on the executor itself (models/probe.hpp): `probed` is its wall time per task with one
-/// worker, `probed_worker_cpu` the CPU a worker spends per task besides the task's own work (a new
-/// thread's or process's own start and exit, which take a core from the tasks when all are busy).
+/// Measured per-unit costs that an executor pays. thread_start and process_start (a fork until the
+/// child is ready) come from the machine's calibration. The probed ones are measured on the
+/// executor itself, on empty tasks with one worker, just before the prediction (see
+/// models/probe.hpp): `probed` is its wall time per task, which as a worker_start is the
+/// launcher's time per start (a thread or process per task) and as a per_task cost a worker's
+/// hand-off (a pool's queue, a pipe round trip); `probed_worker_cpu` is the CPU a worker spends per
+/// task besides the task's own work (a new thread's or process's own start and exit), which takes
+/// a core from the tasks when all are busy.
 enum class unit_cost : std::uint8_t {
   none,
   thread_start,
