@@ -44,6 +44,14 @@ std::string fmt(double x, int decimals) {
 
 std::string ms(double ns) { return fmt(ns / 1e6, 3); }
 
+// The predicted makespan in ms, with the scheduler's range after it where there is one.
+std::string predicted_ms(const sweep_point& p) {
+  if (p.predicted_low_ns >= p.predicted_ns && p.predicted_high_ns <= p.predicted_ns) {
+    return ms(p.predicted_ns);
+  }
+  return ms(p.predicted_ns) + " (" + ms(p.predicted_low_ns) + "–" + ms(p.predicted_high_ns) + ")";
+}
+
 std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -175,6 +183,8 @@ sweep_report read_sweep(const nlohmann::json& gbench) {
     p.sum_cpu_ns = b.at("sum_cpu_ns").get<double>();
     p.max_ns = b.at("max_ns").get<double>();
     p.predicted_ns = b.at("predicted_ns").get<double>();
+    p.predicted_low_ns = b.value("predicted_low_ns", p.predicted_ns);
+    p.predicted_high_ns = b.value("predicted_high_ns", p.predicted_ns);
     p.lower_bound_ns = b.at("lower_bound_ns").get<double>();
     p.graham_upper_ns = b.at("graham_upper_ns").get<double>();
     p.task_stretch = b.at("task_stretch").get<double>();
@@ -189,6 +199,8 @@ sweep_report read_sweep(const nlohmann::json& gbench) {
     verdict_input in;
     in.measured_ns = static_cast<std::int64_t>(p.makespan_ns);
     in.predicted_ns = static_cast<std::int64_t>(p.predicted_ns);
+    in.predicted_low_ns = static_cast<std::int64_t>(p.predicted_low_ns);
+    in.predicted_high_ns = static_cast<std::int64_t>(p.predicted_high_ns);
     in.work_ns = static_cast<std::int64_t>(p.sum_ns);
     in.tolerance = p.tolerance;
     in.cv = p.cv;
@@ -231,17 +243,19 @@ std::vector<scaling_fit> fit_scaling(const sweep_report& report) {
 
 void write_csv(const sweep_report& report, std::ostream& out) {
   out << "family,executor,workload,dist,tasks,workers,workers_used,cores,task_us,makespan_ns,"
-         "predicted_ns,ratio,tolerance,verdict,cv,repetitions,sum_task_ns,max_task_ns,lower_bound_"
+         "predicted_ns,predicted_low_ns,predicted_high_ns,ratio,tolerance,verdict,cv,repetitions,"
+         "sum_task_ns,max_task_ns,lower_bound_"
          "ns,"
          "task_stretch,cause\n";
   for (const sweep_point& p : report.points) {
     out << p.family << ',' << p.executor << ',' << p.workload << ',' << p.dist << ',' << p.tasks
         << ',' << p.workers << ',' << p.workers_used << ',' << p.cores << ',' << p.task_us << ','
-        << fmt(p.makespan_ns, 0) << ',' << fmt(p.predicted_ns, 0) << ',' << fmt(p.judged.ratio, 4)
-        << ',' << p.tolerance << ',' << (p.judged.within ? "within" : "deviating") << ','
-        << fmt(p.cv, 4) << ',' << p.repetitions << ',' << fmt(p.sum_ns, 0) << ','
-        << fmt(p.max_ns, 0) << ',' << fmt(p.lower_bound_ns, 0) << ',' << fmt(p.task_stretch, 4)
-        << ",\"" << p.judged.cause << "\"\n";
+        << fmt(p.makespan_ns, 0) << ',' << fmt(p.predicted_ns, 0) << ','
+        << fmt(p.predicted_low_ns, 0) << ',' << fmt(p.predicted_high_ns, 0) << ','
+        << fmt(p.judged.ratio, 4) << ',' << p.tolerance << ','
+        << (p.judged.within ? "within" : "deviating") << ',' << fmt(p.cv, 4) << ',' << p.repetitions
+        << ',' << fmt(p.sum_ns, 0) << ',' << fmt(p.max_ns, 0) << ',' << fmt(p.lower_bound_ns, 0)
+        << ',' << fmt(p.task_stretch, 4) << ",\"" << p.judged.cause << "\"\n";
   }
 }
 
@@ -254,7 +268,11 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
       << fmt(n > 0 ? 100.0 * static_cast<double>(ok) / static_cast<double>(n) : 0, 0)
       << "%).** Tolerance: 5 % for wait work, 10 % where tasks compute; each point is the median "
          "of "
-         "its repetitions, judged against the prediction made before it ran.\n\n";
+         "its repetitions, judged against the prediction made before it ran. Where more CPU phases "
+         "can be runnable than there are cores, the scheduler's time slice decides how they "
+         "interleave: the prediction is then shown with its range over the slice (processor "
+         "sharing up to the measured slice), and a point within tolerance of that range is within "
+         "(\"within the range\").\n\n";
   out << "## Where the model holds\n\nThe points by kind. P is the workers a run started (a thread "
          "or process per task counts each one): with more workers than cores, the kernel's "
          "placement and time slicing decide what the model can only average.\n\n"
@@ -264,9 +282,9 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
         << " | " << g.points << " |\n";
   }
   out << "\n## Machine\n\n| | |\n| --- | --- |\n";
-  for (const char* k :
-       {"host_name", "cpu_model", "cores", "num_cpus", "kernel", "compiler", "build_type",
-        "ns_per_iteration", "thread_start_ns", "sleep_overshoot_1ms_ns", "date"}) {
+  for (const char* k : {"host_name", "cpu_model", "cores", "num_cpus", "kernel", "compiler",
+                        "build_type", "ns_per_iteration", "thread_start_ns",
+                        "sleep_overshoot_1ms_ns", "time_slice_ns", "time_slice_long_ns", "date"}) {
     if (report.machine.count(k) != 0) out << "| " << k << " | " << report.machine.at(k) << " |\n";
   }
   out << "\n## Scaling fits (dist fixed)\n\n"
@@ -294,13 +312,17 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
   }
   out << "\n## Every point\n\n| family | executor | workload | dist | N | P | task µs | measured "
          "ms | "
-         "predicted ms | ratio | CV | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | "
+         "predicted ms (range) | ratio | CV | verdict |\n| --- | --- | --- | --- | --- | --- | --- "
+         "| --- | "
          "--- | --- | --- | --- |\n";
   for (const sweep_point& p : report.points) {
     out << "| " << p.family << " | " << p.executor << " | " << p.workload << " | " << p.dist
         << " | " << p.tasks << " | " << p.workers << " | " << p.task_us << " | "
-        << ms(p.makespan_ns) << " | " << ms(p.predicted_ns) << " | " << fmt(p.judged.ratio, 3)
-        << " | " << fmt(p.cv * 100, 1) << "% | " << (p.judged.within ? "within" : "**deviating**")
+        << ms(p.makespan_ns) << " | " << predicted_ms(p) << " | " << fmt(p.judged.ratio, 3) << " | "
+        << fmt(p.cv * 100, 1) << "% | "
+        << (p.judged.by_range ? "within the range"
+            : p.judged.within ? "within"
+                              : "**deviating**")
         << " |\n";
   }
 }
@@ -385,10 +407,11 @@ void write_plot_data(const sweep_report& report, const std::vector<scaling_fit>&
   // Measured against predicted, every point.
   {
     std::ofstream out(dir / "predicted_vs_measured.dat");
-    out << "# predicted_ms measured_ms within\n";
+    out << "# predicted_ms measured_ms within low_ms high_ms\n";
     for (const sweep_point& p : report.points) {
       out << ms(p.predicted_ns) << ' ' << ms(p.makespan_ns) << ' ' << (p.judged.within ? 1 : 0)
-          << '\n';
+          << ' ' << ms(std::min(p.predicted_low_ns, p.predicted_ns)) << ' '
+          << ms(std::max(p.predicted_high_ns, p.predicted_ns)) << '\n';
     }
   }
   // Per-unit costs from bench_units (aggregate medians).
@@ -443,8 +466,9 @@ void write_index(const sweep_report& report, const std::vector<scaling_fit>& fit
          "where tasks compute). Every run was verified: each task exactly once, every checksum "
          "equal to "
          "serial's. Predictions were made before the runs, from each executor's declared schedule "
-         "and "
-         "this machine's calibration.</p>\n";
+         "and this machine's calibration. In brackets after a prediction: its range over the "
+         "scheduler's time slice, where more CPU phases can be runnable than cores; a point within "
+         "tolerance of that range is within (\"within the range\").</p>\n";
   out << "<h2>Where the model holds</h2>\n<table>\n<tr><th class=l>family</th><th "
          "class=l>workload</th><th class=l>workers</th><th>within</th><th>points</th></tr>\n";
   for (const verdict_group& g : group_verdicts(report)) {
@@ -475,16 +499,18 @@ void write_index(const sweep_report& report, const std::vector<scaling_fit>& fit
   out << "</table>\n<h2>Verdicts</h2>\n<table><tr><th class=l>family</th><th class=l>executor</th>"
          "<th class=l>workload</th><th class=l>dist</th><th>N</th><th>P</th><th>task "
          "µs</th><th>measured ms</th>"
-         "<th>predicted ms</th><th>ratio</th><th>CV</th><th class=l>verdict</th></tr>\n";
+         "<th>predicted ms (range)</th><th>ratio</th><th>CV</th><th class=l>verdict</th></tr>\n";
   for (const sweep_point& p : report.points) {
     out << "<tr" << (p.judged.within ? "" : " class=dev") << "><td class=l>"
         << html_escape(p.family) << "</td><td class=l>" << html_escape(p.executor)
         << "</td><td class=l>" << html_escape(p.workload) << "</td><td class=l>"
         << html_escape(p.dist) << "</td><td>" << p.tasks << "</td><td>" << p.workers << "</td><td>"
-        << p.task_us << "</td><td>" << ms(p.makespan_ns) << "</td><td>" << ms(p.predicted_ns)
+        << p.task_us << "</td><td>" << ms(p.makespan_ns) << "</td><td>" << predicted_ms(p)
         << "</td><td>" << fmt(p.judged.ratio, 3) << "</td><td>" << fmt(p.cv * 100, 1)
         << "%</td><td class=l>"
-        << (p.judged.within ? "within" : "deviating: " + html_escape(p.judged.cause))
+        << (p.judged.by_range ? "within the range"
+            : p.judged.within ? "within"
+                              : "deviating: " + html_escape(p.judged.cause))
         << "</td></tr>\n";
   }
   out << "</table>\n</body></html>\n";

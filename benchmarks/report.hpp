@@ -24,7 +24,11 @@ struct sweep_point {
   double makespan_ns = 0;  ///< median over the repetitions
   double cv = 0;           ///< stddev / mean over the repetitions
   int repetitions = 0;
-  double predicted_ns = 0, sum_ns = 0, sum_cpu_ns = 0, max_ns = 0, lower_bound_ns = 0;
+  double predicted_ns = 0;
+  /// The prediction's range over the scheduler's time slice (prediction::low_ns, high_ns);
+  /// equal to predicted_ns where the slice changes nothing, or in a sweep that did not record it.
+  double predicted_low_ns = 0, predicted_high_ns = 0;
+  double sum_ns = 0, sum_cpu_ns = 0, max_ns = 0, lower_bound_ns = 0;
   double graham_upper_ns = 0, task_stretch = 1;
   double tolerance = 0;
   verdict judged;

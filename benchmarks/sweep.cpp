@@ -186,6 +186,8 @@ void run_point(benchmark::State& state, prepared& p, progress& bar, int repetiti
   c["sum_cpu_ns"] = static_cast<double>(tot.sum_cpu_ns);
   c["max_ns"] = static_cast<double>(tot.max_ns);
   c["predicted_ns"] = static_cast<double>(p.predicted.simulated.makespan_ns);
+  c["predicted_low_ns"] = static_cast<double>(p.predicted.low_ns);
+  c["predicted_high_ns"] = static_cast<double>(p.predicted.high_ns);
   c["lower_bound_ns"] = static_cast<double>(p.predicted.lower_bound_ns);
   c["graham_upper_ns"] =
       p.predicted.graham_applies ? static_cast<double>(p.predicted.graham.upper_ns) : 0;
@@ -249,6 +251,8 @@ void describe_machine(const calibration& m) {
   benchmark::AddCustomContext("thread_start_ns", std::to_string(m.thread_start_ns));
   benchmark::AddCustomContext("sleep_overshoot_1ms_ns",
                               std::to_string(m.sleep_overshoot.overshoot_ns[1]));
+  benchmark::AddCustomContext("time_slice_ns", std::to_string(m.time_slice_ns));
+  benchmark::AddCustomContext("time_slice_long_ns", std::to_string(m.time_slice_long_ns));
 }
 
 }  // namespace

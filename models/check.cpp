@@ -27,6 +27,17 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
     if (t.inject == fault::throw_exception) t.cpu_ns = 0;
   }
   p.simulated = simulate(as_run, p.config);
+  p.low_ns = p.high_ns = p.simulated.makespan_ns;
+  if (p.config.time_slice_ns > 0) {
+    const std::int64_t s = p.config.time_slice_ns;
+    for (const std::int64_t slice : {std::int64_t{0}, s / 4, s / 2, machine.time_slice_long_ns}) {
+      sim_config other = p.config;
+      other.time_slice_ns = slice;
+      const std::int64_t t = simulate(as_run, other).makespan_ns;
+      p.low_ns = std::min(p.low_ns, t);
+      p.high_ns = std::max(p.high_ns, t);
+    }
+  }
   const task_set_totals tot = totals(as_run);
   const bool computes = tot.sum_cpu_ns > 0;
   const bool waits = tot.sum_cpu_ns < tot.sum_ns;
@@ -80,6 +91,8 @@ checked_run run_and_check(const executor& exec, std::span<const task> tasks,
   verdict_input in;
   in.measured_ns = out.makespan_ns;
   in.predicted_ns = predicted.simulated.makespan_ns;
+  in.predicted_low_ns = predicted.low_ns;
+  in.predicted_high_ns = predicted.high_ns;
   in.work_ns = totals(tasks).sum_ns;
   in.tolerance = options.tolerance;
   in.cv = out.cv;

@@ -22,6 +22,15 @@ namespace clab {
 struct prediction {
   sim_config config;     ///< what was simulated
   sim_result simulated;  ///< the predicted makespan and per-task timeline
+  /// The makespan's range over the scheduler's time slice. Where more CPU phases are runnable
+  /// than there are cores, Linux decides how they take turns, and with it the makespan: a phase
+  /// may keep its core for a whole slice or lose it at once to a thread that wakes, depending on
+  /// where the timer ticks fall (calibration::time_slice_long_ns). The simulator runs again with
+  /// no slice at all (processor sharing), at 1/4 and 1/2 of the measured median slice and at the
+  /// long one; low and high are the least and the most of these and of simulated. Equal to
+  /// simulated.makespan_ns where the slice changes nothing.
+  std::int64_t low_ns = 0;
+  std::int64_t high_ns = 0;
   /// Graham's bounds hold where every worker is an identical machine: pure CPU work on
   /// min(P, cores) workers, or pure waits on P (a sleeping worker needs no core). For mixed work
   /// there is no such P, and only lower_bound_ns applies.

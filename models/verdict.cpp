@@ -1,5 +1,6 @@
 #include "models/verdict.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -22,12 +23,22 @@ verdict judge(const verdict_input& in) {
     v.ratio = static_cast<double>(in.measured_ns) / static_cast<double>(in.predicted_ns);
   }
   v.within = std::fabs(v.ratio - 1.0) <= in.tolerance;
+  const auto low = static_cast<double>(
+      in.predicted_low_ns > 0 ? std::min(in.predicted_low_ns, in.predicted_ns) : in.predicted_ns);
+  const auto high = static_cast<double>(std::max(in.predicted_high_ns, in.predicted_ns));
+  const auto measured = static_cast<double>(in.measured_ns);
+  if (!v.within && measured >= low * (1.0 - in.tolerance) &&
+      measured <= high * (1.0 + in.tolerance)) {
+    v.within = true;
+    v.by_range = true;
+    v.cause = "within tolerance of the range the scheduler's time slice allows";
+  }
   if (in.predicted_ns <= 0 || in.work_ns <= 0) {
     v.within = false;
     v.cause = "nothing to judge: tasks of zero length measure only overhead (see bench_units)";
     return v;
   }
-  if (v.within) return v;
+  if (v.within) return v;  // by_range keeps its note
   if (v.ratio < 1.0) {
     v.cause =
         "faster than predicted: the calibration ran on a busy core, or the model counts an "

@@ -12,6 +12,10 @@ namespace clab {
 struct verdict_input {
   std::int64_t measured_ns = 0;
   std::int64_t predicted_ns = 0;
+  /// The prediction's range over the scheduler's time slice (see prediction::low_ns); 0 for
+  /// none, and a range that does not hold predicted_ns is widened to hold it.
+  std::int64_t predicted_low_ns = 0;
+  std::int64_t predicted_high_ns = 0;
   std::int64_t work_ns = 1;   ///< Σ t_i: 0 means the tasks are empty and only overhead is measured
   double tolerance = 0.10;    ///< relative: 0.10 accepts ratios in [0.90, 1.10]
   double cv = 0;              ///< spread of repeated measurements (stddev / mean); 0 for one run
@@ -22,9 +26,12 @@ struct verdict_input {
 };
 
 struct verdict {
-  double ratio = 0;     ///< measured / predicted
-  bool within = false;  ///< |ratio − 1| ≤ tolerance
-  std::string cause;    ///< empty when within; else the likely cause, one line
+  double ratio = 0;  ///< measured / predicted
+  /// |ratio − 1| ≤ tolerance, or the measurement lies within tolerance of the prediction's
+  /// range: low · (1 − tolerance) ≤ measured ≤ high · (1 + tolerance)
+  bool within = false;
+  bool by_range = false;  ///< within only thanks to the range: the ratio alone is outside
+  std::string cause;      ///< empty when within (a note when by_range); else the likely cause
 };
 
 [[nodiscard]] verdict judge(const verdict_input& in);

@@ -175,12 +175,14 @@ std::int64_t measure_wakeup() {
   return lat.empty() ? 0 : median(std::move(lat));
 }
 
-std::int64_t measure_time_slice() {
+time_slice measure_time_slice() {
   // The slice is not one number: the scheduler checks at timer ticks, and a stretch lasts one to
-  // a few ticks. The median stretch is the typical turn.
+  // a few ticks. The median stretch is the typical turn; the 90th percentile a long one.
   std::vector<std::int64_t> all = time_slice_stretches();
-  if (all.size() < 8) return 0;  // the threads hardly alternated: no slice to speak of
-  return median(std::move(all));
+  if (all.size() < 8) return {};  // the threads hardly alternated: no slice to speak of
+  std::sort(all.begin(), all.end());
+  const std::int64_t longest = all[all.size() * 9 / 10];
+  return {median(std::move(all)), longest};
 }
 
 std::int64_t overshoot_curve::at(std::int64_t wait_ns) const {
@@ -231,7 +233,9 @@ calibration calibrate() {
         measure_sleep_overshoot(overshoot_curve::k_lengths_ns[i], k_samples[i]);
   }
   c.thread_start_ns = measure_thread_start();
-  c.time_slice_ns = measure_time_slice();
+  const time_slice slice = measure_time_slice();
+  c.time_slice_ns = slice.median_ns;
+  c.time_slice_long_ns = slice.long_ns;
   c.process_start_ns = measure_process_start();
   c.wakeup_ns = measure_wakeup();
   return c;

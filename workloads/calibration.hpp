@@ -36,6 +36,11 @@ struct calibration {
   /// one on the same core: the median uninterrupted stretch of two threads pinned to one CPU.
   /// 0 where it could not be measured (the models then share the cores fairly instead).
   std::int64_t time_slice_ns = 0;
+  /// The longest turns of the same measurement (its 90th percentile): a turn ends at the first
+  /// timer tick after the scheduler's slice is used up, or at once when a thread wakes with a
+  /// better claim, so turns spread from nearly nothing up to about a tick (development machine,
+  /// HZ=250: 0.1 to 4.0 ms, median 2–4 ms from one measurement to the next). 0 where unmeasured.
+  std::int64_t time_slice_long_ns = 0;
 };
 
 /// CPUs this process may use: the size of its affinity mask (so `taskset -c 0` counts as 1).
@@ -46,9 +51,13 @@ struct calibration {
 
 /// Measures the scheduler's time slice: two threads pinned to one of this process's CPUs spin,
 /// each noting every stretch it ran without a gap, until they have taken 24 turns between them
-/// (about 25 ms at 1 ms slices, 100 ms at 4 ms; at most 400 ms). Returns the median stretch, or 0
-/// if the threads could not be pinned or switched too seldom to tell.
-[[nodiscard]] std::int64_t measure_time_slice();
+/// (about 25 ms at 1 ms slices, 100 ms at 4 ms; at most 400 ms). Returns the median stretch and
+/// the 90th percentile, or zeros if the threads could not be pinned or switched too seldom to tell.
+struct time_slice {
+  std::int64_t median_ns = 0;
+  std::int64_t long_ns = 0;
+};
+[[nodiscard]] time_slice measure_time_slice();
 
 /// Measures the process start: the median of 9 forks, each timed from fork() in the parent to the
 /// child's first byte read back from a pipe. It grows with this process's resident memory.

@@ -435,6 +435,84 @@ TEST_CASE("verdict: within tolerance, or deviating with the likely cause", "[mod
   CHECK(default_tolerance(workload::cpu) == 0.10);
 }
 
+TEST_CASE("verdict: a prediction's range over the time slice widens what is within",
+          "[models][verdict]") {
+  verdict_input in{.measured_ns = 128,
+                   .predicted_ns = 100,
+                   .predicted_low_ns = 95,
+                   .predicted_high_ns = 120,
+                   .tolerance = 0.10};
+  verdict v = judge(in);
+  CHECK(v.within);  // 128 ≤ 120 · 1.1
+  CHECK(v.by_range);
+  CHECK(v.ratio == Approx(1.28));  // the ratio stays measured / predicted
+  CHECK_THAT(v.cause, Catch::Contains("range"));
+  in.measured_ns = 133;  // past 132 = 120 · 1.1
+  v = judge(in);
+  CHECK_FALSE(v.within);
+  CHECK_FALSE(v.by_range);
+  in.measured_ns = 86;  // 95 · 0.9 = 85.5
+  CHECK(judge(in).by_range);
+  in.measured_ns = 85;
+  CHECK_THAT(judge(in).cause, Catch::StartsWith("faster than predicted"));
+  in.measured_ns = 105;  // within the point's own tolerance: not by the range
+  v = judge(in);
+  CHECK(v.within);
+  CHECK_FALSE(v.by_range);
+  CHECK(v.cause.empty());
+  // A range that leaves out the point prediction is widened to hold it; none is no range at all.
+  in = {.measured_ns = 125,
+        .predicted_ns = 100,
+        .predicted_low_ns = 150,
+        .predicted_high_ns = 160,
+        .tolerance = 0.10};
+  CHECK(judge(in).by_range);  // the range is 100–160
+  in = {.measured_ns = 125, .predicted_ns = 100, .tolerance = 0.10};
+  CHECK_FALSE(judge(in).within);
+}
+
+namespace {
+
+run_result run_in_order(std::span<const task> tasks, const run_options& o) {
+  result_slots slots(tasks.size());
+  for (const task& t : tasks) slots.run_into(t, o.origin, 0);
+  return std::move(slots).collect(1);
+}
+
+}  // namespace
+
+TEST_CASE("predict: the range over the time slice, where the slice decides", "[models][check]") {
+  calibration m;
+  m.cores = 2;
+  m.time_slice_ns = 4'000'000;
+  m.time_slice_long_ns = 4'000'000;
+  const executor e{
+      .name = "in-order", .plan = {.policy = placement::static_blocks}, .run = run_in_order};
+  // Four workers, each with four tasks of a 2.5 ms wait and then 2.5 ms of CPU, on two cores. With
+  // long slices a worker's CPU phase runs to its end while another waits, so the phases interleave
+  // (about 22.5 ms); with processor sharing all four crawl at half speed together, in lockstep
+  // (four rounds of 2.5 + 5 ms, 30 ms).
+  std::vector<task> mixed;
+  for (std::uint32_t i = 0; i < 16; ++i) {
+    mixed.push_back({.id = i, .cpu_ns = 2'500'000, .wait_ns = 2'500'000, .seed = i + 1U});
+  }
+  const prediction p = predict(e, mixed, 4, m);
+  CHECK(p.low_ns <= p.simulated.makespan_ns);
+  CHECK(p.high_ns >= p.simulated.makespan_ns);
+  CHECK(p.low_ns == Approx(22'500'000).epsilon(0.02));
+  CHECK(p.high_ns == Approx(30'000'000).epsilon(0.02));
+  // Equal CPU tasks, two per worker: every slice gives 40 ms, and so does the range.
+  std::vector<task> equal;
+  for (std::uint32_t i = 0; i < 16; ++i) equal.push_back({.id = i, .cpu_ns = 5'000'000});
+  const prediction cpu = predict(e, equal, 4, m);
+  CHECK(cpu.low_ns == cpu.high_ns);
+  // Without a measured slice there is nothing to range over.
+  m.time_slice_ns = 0;
+  const prediction shared = predict(e, mixed, 4, m);
+  CHECK(shared.low_ns == shared.simulated.makespan_ns);
+  CHECK(shared.high_ns == shared.simulated.makespan_ns);
+}
+
 namespace {
 
 // An executor that computes every checksum but the last one wrong: verification must catch it.

@@ -113,6 +113,33 @@ TEST_CASE("the model check passes a good point and flags a known deviation", "[b
   CHECK(workers_label(g[1]) == "P > cores");
 }
 
+TEST_CASE("a point within its prediction's range over the time slice is within",
+          "[bench][report]") {
+  nlohmann::json j = sweep_json();
+  for (auto& b : j["benchmarks"]) {
+    if (b.value("aggregate_name", std::string()) == "median" && b["workers"] == 4) {
+      b["predicted_low_ns"] = 39e6;
+      b["predicted_high_ns"] = 48e6;  // 52 ms ≤ 48 · 1.1
+    }
+  }
+  const sweep_report r = read_sweep(j);
+  REQUIRE(r.points.size() == 3);
+  const sweep_point& over = r.points[2];
+  CHECK(over.predicted_high_ns == Approx(48e6));
+  CHECK(over.judged.within);
+  CHECK(over.judged.by_range);
+  CHECK(over.judged.ratio == Approx(1.3));
+  CHECK(r.points[1].predicted_low_ns == r.points[1].predicted_ns);  // none recorded: no range
+  std::ostringstream csv;
+  write_csv(r, csv);
+  CHECK_THAT(csv.str(), Catch::Contains("predicted_ns,predicted_low_ns,predicted_high_ns,ratio") &&
+                            Catch::Contains(",40000000,39000000,48000000,1.3000,"));
+  std::ostringstream md;
+  write_verdicts(r, fit_scaling(r), md);
+  CHECK_THAT(md.str(), Catch::Contains("| 52.000 | 40.000 (39.000–48.000) | 1.300 |") &&
+                           Catch::Contains("within the range"));
+}
+
 TEST_CASE("an unverified run is an error, never a point", "[bench][report]") {
   nlohmann::json j = sweep_json();
   j["benchmarks"].push_back({{"run_name", "scaling/static/wait/fixed/n:16/p:2/us:5000"},

@@ -144,6 +144,8 @@ TEST_CASE("calibration measures positive, plausible costs", "[workloads][calibra
   // (CFS or EEVDF); pinning is allowed inside our own affinity mask, so the slice is measured.
   CHECK(c.time_slice_ns > 10'000);
   CHECK(c.time_slice_ns < 100'000'000);
+  CHECK(c.time_slice_long_ns >= c.time_slice_ns);  // the 90th percentile of the same turns
+  CHECK(c.time_slice_long_ns < 100'000'000);
   CHECK(c.process_start_ns > c.thread_start_ns / 10);  // a fork is no cheaper than a thread
   CHECK(c.process_start_ns < 1'000'000'000);
   CHECK(c.wakeup_ns > 0);  // a blocked thread never runs the instant its pipe is written
