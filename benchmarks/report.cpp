@@ -270,8 +270,9 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
          "of "
          "its repetitions, judged against the prediction made before it ran. Where more CPU phases "
          "can be runnable than there are cores, the scheduler's time slice decides how they "
-         "interleave: the prediction is then shown with its range over the slice (processor "
-         "sharing up to the measured slice), and a point within tolerance of that range is within "
+         "interleave: the prediction is then shown with its range over the slice (no slice at "
+         "all up to the longest turn measured), and a point within tolerance of that range is "
+         "within "
          "(\"within the range\").\n\n";
   out << "## Where the model holds\n\nThe points by kind. P is the workers a run started (a thread "
          "or process per task counts each one): with more workers than cores, the kernel's "
