@@ -44,12 +44,12 @@ std::string fmt(double x, int decimals) {
 
 std::string ms(double ns) { return fmt(ns / 1e6, 3); }
 
-// The predicted makespan in ms, with the scheduler's range after it where there is one.
+// The predicted makespan in ms, with the scheduler's range after it where it is 1 % wide or more.
 std::string predicted_ms(const sweep_point& p) {
-  if (p.predicted_low_ns >= p.predicted_ns && p.predicted_high_ns <= p.predicted_ns) {
-    return ms(p.predicted_ns);
-  }
-  return ms(p.predicted_ns) + " (" + ms(p.predicted_low_ns) + "–" + ms(p.predicted_high_ns) + ")";
+  const double low = std::min(p.predicted_low_ns, p.predicted_ns);
+  const double high = std::max(p.predicted_high_ns, p.predicted_ns);
+  if (high < 1.01 * low) return ms(p.predicted_ns);
+  return ms(p.predicted_ns) + " (" + ms(low) + "–" + ms(high) + ")";
 }
 
 std::string html_escape(const std::string& s) {

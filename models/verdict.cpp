@@ -50,8 +50,9 @@ verdict judge(const verdict_input& in) {
   } else if (in.cpu_work && in.runnable_threads > in.cores) {
     v.cause = "oversubscription: " + std::to_string(in.runnable_threads) + " workers on " +
               std::to_string(in.cores) +
-              " cores pay for context switches, cache refills and uneven sharing of the cores, "
-              "which the model leaves out";
+              " cores: Linux queues them per core, unevenly, and moves one to an idle core only "
+              "once it has not run for 0.5 ms, where the model shares the cores evenly; each "
+              "switch also costs cache refills";
   } else if (in.task_stretch > 1.0 + in.tolerance / 2) {
     v.cause =
         "the tasks themselves ran " + percent(in.task_stretch - 1.0) +

@@ -332,7 +332,8 @@ void print_model(const prediction& pred, std::span<const task> tasks, std::int64
     std::printf("bounds     T ≥ max(Σc/min(P,cores), Σt/P, max t) = %s · serial Σt_i = %s\n",
                 format_ns(pred.lower_bound_ns).c_str(), format_ns(pred.serial_ns).c_str());
   }
-  if (pred.low_ns < pred.high_ns) {
+  if (static_cast<double>(pred.high_ns) >
+      1.01 * static_cast<double>(pred.low_ns)) {  // worth a line
     std::printf(
         "range      %s–%s over the scheduler's time slice (none up to %s): CPU phases "
         "that outnumber the cores take turns where the timer ticks fall\n",
