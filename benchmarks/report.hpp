@@ -25,7 +25,7 @@ struct sweep_point {
   double cv = 0;           ///< stddev / mean over the repetitions
   int repetitions = 0;
   double predicted_ns = 0;
-  /// The prediction's range over the scheduler's time slice (prediction::low_ns, high_ns);
+  /// The prediction's range over the scheduler's choices (prediction::low_ns, high_ns);
   /// equal to predicted_ns where the slice changes nothing, or in a sweep that did not record it.
   double predicted_low_ns = 0, predicted_high_ns = 0;
   double sum_ns = 0, sum_cpu_ns = 0, max_ns = 0, lower_bound_ns = 0;

@@ -30,12 +30,24 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   p.low_ns = p.high_ns = p.simulated.makespan_ns;
   if (p.config.time_slice_ns > 0) {
     const std::int64_t s = p.config.time_slice_ns;
-    for (const std::int64_t slice : {std::int64_t{0}, s / 4, s / 2, machine.time_slice_long_ns}) {
+    const auto take = [&](std::int64_t slice, std::int64_t balance_delay) {
       sim_config other = p.config;
       other.time_slice_ns = slice;
+      other.balance_delay_ns = balance_delay;
       const std::int64_t t = simulate(as_run, other).makespan_ns;
       p.low_ns = std::min(p.low_ns, t);
       p.high_ns = std::max(p.high_ns, t);
+    };
+    for (const std::int64_t slice : {std::int64_t{0}, s / 4, s / 2, machine.time_slice_long_ns}) {
+      take(slice, 0);
+    }
+    // Linux's own placement: a queue per core, balanced only after the measured delay. With no
+    // more workers than cores each finds a core of its own (a thread that wakes goes to an idle
+    // core), and the one queue is the model.
+    if (machine.balance_delay_ns > 0 && p.config.workers > machine.cores) {
+      take(s, machine.balance_delay_ns);
+      if (machine.time_slice_long_ns > 0)
+        take(machine.time_slice_long_ns, machine.balance_delay_ns);
     }
   }
   const task_set_totals tot = totals(as_run);

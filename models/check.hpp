@@ -22,13 +22,16 @@ namespace clab {
 struct prediction {
   sim_config config;     ///< what was simulated
   sim_result simulated;  ///< the predicted makespan and per-task timeline
-  /// The makespan's range over the scheduler's time slice. Where more CPU phases are runnable
-  /// than there are cores, Linux decides how they take turns, and with it the makespan: a phase
-  /// may keep its core for a whole slice or lose it at once to a thread that wakes, depending on
-  /// where the timer ticks fall (calibration::time_slice_long_ns). The simulator runs again with
-  /// no slice at all (processor sharing), at 1/4 and 1/2 of the measured median slice and at the
-  /// long one; low and high are the least and the most of these and of simulated. Equal to
-  /// simulated.makespan_ns where the slice changes nothing.
+  /// The makespan's range over the scheduler's choices. Where more CPU phases are runnable than
+  /// there are cores, Linux decides how they take turns, and with it the makespan: a phase may
+  /// keep its core for a whole slice or lose it at once to a thread that wakes, depending on where
+  /// the timer ticks fall (calibration::time_slice_long_ns); and Linux keeps a queue per core and
+  /// moves a thread to an idle core only after a delay (calibration::balance_delay_ns). The
+  /// simulator runs again with no slice at all (processor sharing), at 1/4 and 1/2 of the median
+  /// slice and at the long one, all with one queue that every core serves, and, with more workers
+  /// than cores, with a queue per core at the median and the long slice; low and high are the
+  /// least and the most of these and of simulated. Equal to simulated.makespan_ns where none of
+  /// this changes anything.
   std::int64_t low_ns = 0;
   std::int64_t high_ns = 0;
   /// Graham's bounds hold where every worker is an identical machine: pure CPU work on

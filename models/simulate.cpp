@@ -39,6 +39,8 @@ struct worker_state {
   bool handed = false;   // launcher_dispatches: the hand-off is done, the next task may start
   double delay = 0;      // launcher_dispatches: wake-ups before the current task begins
   double slice = 0;      // ns left of the current time slice
+  int home = -1;         // per-core queues: the core it last ran on; -1 before it starts
+  bool ahead = false;    // per-core queues: just started on its launcher's core, runs first
 };
 
 struct timer {
@@ -67,6 +69,11 @@ class simulator {
       submit_after_starts();
     }
     timeline_.resize(tasks.size());
+    if (per_core()) {
+      cq_.resize(static_cast<std::size_t>(c.cores));
+      pull_from_.assign(static_cast<std::size_t>(c.cores), k_inf);
+      w_[nw_].home = 0;  // the launcher runs on the first core
+    }
     const std::size_t n = tasks.size();
     for (int k = 0; k < c.workers; ++k) {
       worker_state& w = w_[static_cast<std::size_t>(k)];
@@ -188,7 +195,10 @@ class simulator {
       moved = false;
       for (std::size_t k = 0; k < nw_; ++k) {
         worker_state& w = w_[k];
-        if (w.s == state::not_started && w.available_at <= now_ + eps()) w.s = state::idle;
+        if (w.s == state::not_started && w.available_at <= now_ + eps()) {
+          w.s = state::idle;
+          if (per_core()) place_fresh(k);  // a new thread runs at once, if only to start waiting
+        }
         if (w.s != state::idle) continue;
         // A launcher that hands out every task serves the idle workers one at a time, and only
         // once it has started all of them; a worker's first task comes with its start.
@@ -270,6 +280,10 @@ class simulator {
   // and a running phase whose slice is spent goes to the tail if another one is waiting.
   void schedule_cores() {
     if (!sliced()) return;
+    if (per_core()) {
+      schedule_per_core();
+      return;
+    }
     std::erase_if(runq_, [&](std::size_t k) {
       if (w_[k].s == state::cpu) return false;
       w_[k].queued = false;
@@ -296,6 +310,120 @@ class simulator {
       runq_.push_back(k);
     }
     for (std::size_t i = 0; i < runq_.size(); ++i) w_[runq_[i]].on_core = i < cores;
+  }
+
+  bool per_core() const { return sliced() && c_.balance_delay_ns > 0; }
+
+  // Per-core queues: each core runs the phase at the head of its own queue. A phase that stops
+  // computing leaves its queue; one that starts joins the queue of the core it last ran on. A
+  // worker that has never run goes to a core with nothing queued, or else ahead of its launcher.
+  void schedule_per_core() {
+    for (std::deque<std::size_t>& q : cq_) {
+      std::erase_if(q, [&](std::size_t k) {
+        if (w_[k].s == state::cpu) return false;
+        w_[k].queued = false;
+        w_[k].on_core = false;
+        return true;
+      });
+    }
+    for (std::size_t k = 0; k < w_.size(); ++k) {
+      worker_state& w = w_[k];
+      if (w.s != state::cpu)
+        w.ahead = false;  // it began with a wait: no longer new when it computes
+      if (w.s != state::cpu || w.queued) continue;
+      w.queued = true;
+      w.slice = static_cast<double>(c_.time_slice_ns);
+      if (w.home < 0) {
+        place_fresh(k);
+      } else if (!w.ahead) {
+        place_woken(k);
+      }
+      std::deque<std::size_t>& q = cq_[static_cast<std::size_t>(w.home)];
+      if (w.ahead && !q.empty() && q.front() == nw_) {
+        q.insert(q.begin(), k);  // ahead of the launcher, which was computing at the head
+      } else {
+        q.push_back(k);
+      }
+      w.ahead = false;
+    }
+    for (std::deque<std::size_t>& q : cq_) {  // a spent slice goes to the back of its own queue
+      if (q.size() > 1 && w_[q.front()].slice <= eps()) {
+        w_[q.front()].slice = static_cast<double>(c_.time_slice_ns);
+        q.push_back(q.front());
+        q.pop_front();
+      } else if (!q.empty() && w_[q.front()].slice <= eps()) {
+        w_[q.front()].slice = static_cast<double>(c_.time_slice_ns);
+      }
+    }
+    balance();
+    for (const std::deque<std::size_t>& q : cq_) {
+      for (std::size_t i = 0; i < q.size(); ++i) w_[q[i]].on_core = i == 0;
+    }
+  }
+
+  // A worker's first core: the one with the fewest phases queued, a core other than its
+  // launcher's on a tie (Linux places a new thread on the idlest core). On its launcher's core it
+  // runs first (a new thread gets an early deadline) and the launcher waits behind it.
+  // Per core, the phases computing there besides worker k: queued, or started and not yet queued.
+  std::vector<std::size_t> loads_besides(std::size_t k) const {
+    std::vector<std::size_t> load(cq_.size(), 0);
+    for (std::size_t j = 0; j < w_.size(); ++j) {
+      if (j != k && w_[j].home >= 0 && w_[j].s == state::cpu) {
+        ++load[static_cast<std::size_t>(w_[j].home)];
+      }
+    }
+    return load;
+  }
+
+  // A phase that begins computing (after a wait, or a worker's next task after a pause) goes back
+  // to the core it last ran on, unless that core is busy and another has nothing to run.
+  void place_woken(std::size_t k) {
+    const std::vector<std::size_t> load = loads_besides(k);
+    const auto home = static_cast<std::size_t>(w_[k].home);
+    if (load[home] == 0) return;
+    for (std::size_t c = 0; c < cq_.size(); ++c) {
+      if (load[c] == 0) {
+        w_[k].home = static_cast<int>(c);
+        return;
+      }
+    }
+  }
+
+  void place_fresh(std::size_t k) {
+    const std::vector<std::size_t> load = loads_besides(k);
+    const auto mine = static_cast<std::size_t>(w_[nw_].home);
+    std::size_t best = mine;
+    for (std::size_t c = 0; c < cq_.size(); ++c) {
+      if (c != mine && load[c] <= load[best] && (best == mine || load[c] < load[best])) best = c;
+    }
+    w_[k].home = static_cast<int>(best);
+    w_[k].ahead = best == mine;
+  }
+
+  // A core with nothing queued, while another core has a phase waiting, takes the one that has
+  // waited longest once balance_delay_ns has passed since the imbalance began.
+  void balance() {
+    std::size_t busiest = 0;
+    for (std::size_t c = 1; c < cq_.size(); ++c) {
+      if (cq_[c].size() > cq_[busiest].size()) busiest = c;
+    }
+    const bool waiting = cq_[busiest].size() > 1;
+    for (std::size_t c = 0; c < cq_.size(); ++c) {
+      if (!cq_[c].empty() || !waiting) {
+        pull_from_[c] = k_inf;
+        continue;
+      }
+      if (pull_from_[c] == k_inf) pull_from_[c] = now_;
+      if (now_ + eps() < pull_from_[c] + static_cast<double>(c_.balance_delay_ns)) continue;
+      std::deque<std::size_t>& from = cq_[busiest];
+      const std::size_t k = from[1];  // the head computes; the next has waited longest
+      from.erase(from.begin() + 1);
+      w_[k].home = static_cast<int>(c);
+      w_[k].slice = static_cast<double>(c_.time_slice_ns);
+      cq_[c].push_back(k);
+      pull_from_[c] = k_inf;
+      return;  // one move at a time; the next step looks again
+    }
   }
 
   // A worker the launcher has just started takes the launcher's core if every core is taken: a
@@ -342,12 +470,18 @@ class simulator {
       const double r = r_of[k];
       if (r > 0) {
         next = std::min(next, now_ + w.remaining / r);
-        if (sliced() && runq_.size() > static_cast<std::size_t>(c_.cores)) {
+        if (per_core()) {
+          if (cq_[static_cast<std::size_t>(w.home)].size() > 1)
+            next = std::min(next, now_ + w.slice);
+        } else if (sliced() && runq_.size() > static_cast<std::size_t>(c_.cores)) {
           next = std::min(next, now_ + w.slice);
         }
       }
     }
     if (!timers_.empty()) next = std::min(next, timers_.top().at);
+    for (const double from : pull_from_) {
+      if (from < k_inf) next = std::min(next, from + static_cast<double>(c_.balance_delay_ns));
+    }
     return next;
   }
 
@@ -405,6 +539,8 @@ class simulator {
   std::deque<std::size_t> shared_;
   std::deque<std::size_t> shared_ready_;
   std::deque<std::size_t> runq_;  // time slicing: CPU phases in turn order; the first C run
+  std::vector<std::deque<std::size_t>> cq_;  // per-core queues: each core's phases, head runs
+  std::vector<double> pull_from_;            // per core: since when it idles beside a waiting phase
   std::priority_queue<timer, std::vector<timer>, std::greater<>> timers_;
   std::uint64_t timer_seq_ = 0;
   std::vector<task_record> timeline_;

@@ -31,7 +31,7 @@ verdict judge(const verdict_input& in) {
       measured <= high * (1.0 + in.tolerance)) {
     v.within = true;
     v.by_range = true;
-    v.cause = "within tolerance of the range the scheduler's time slice allows";
+    v.cause = "within tolerance of the range the scheduler's choices allow (slice, placement)";
   }
   if (in.predicted_ns <= 0 || in.work_ns <= 0) {
     v.within = false;

@@ -12,7 +12,7 @@ namespace clab {
 struct verdict_input {
   std::int64_t measured_ns = 0;
   std::int64_t predicted_ns = 0;
-  /// The prediction's range over the scheduler's time slice (see prediction::low_ns); 0 for
+  /// The prediction's range over the scheduler's choices (see prediction::low_ns); 0 for
   /// none, and a range that does not hold predicted_ns is widened to hold it.
   std::int64_t predicted_low_ns = 0;
   std::int64_t predicted_high_ns = 0;

@@ -1,7 +1,8 @@
 # Every point of the sweep: measured makespan against predicted, on log axes, with the diagonal and
 # the ±10 % band. Points inside the band are within tolerance (wait work is held to ±5 %). A grey
-# bar is the range the scheduler's time slice allows, where it is 1 % wide or more (more CPU
-# phases runnable than cores): a point within tolerance of its bar is within too.
+# bar is the range the scheduler's choices allow (its time slice, its queue per core), where it is
+# 1 % wide or more (more CPU phases runnable than cores): a point within tolerance of its bar is
+# within too.
 load "plots/common.gp"
 set output data."/predicted_vs_measured.".fmt
 set logscale xy 10

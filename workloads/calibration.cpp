@@ -138,6 +138,55 @@ std::int64_t process_start_samples() {
 
 std::int64_t measure_process_start() { return process_start_samples(); }
 
+std::int64_t measure_balance_delay() {
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  if (sched_getaffinity(0, sizeof(all), &all) != 0 || CPU_COUNT(&all) < 2) return 0;
+  int first = 0;
+  while (first < CPU_SETSIZE && !CPU_ISSET(first, &all)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  constexpr std::int64_t k_cap_ns = 200'000'000;
+  constexpr int k_tries = 5;
+  std::vector<std::int64_t> delays;
+  for (int t = 0; t < k_tries; ++t) {
+    std::atomic<int> pinned{0};
+    std::atomic<bool> go{false};
+    std::atomic<bool> failed{false};
+    std::atomic<std::int64_t> moved_ns{-1};
+    clock_type::time_point t0{};
+    auto spinner = [&] {
+      if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) != 0) failed = true;
+      pinned.fetch_add(1);
+      while (!go.load()) {
+      }
+      // Free to run anywhere now, but queued on one CPU with the other spinner: the load
+      // balancer decides when one of them moves.
+      if (pthread_setaffinity_np(pthread_self(), sizeof(all), &all) != 0) failed = true;
+      for (;;) {
+        const std::int64_t now = ns_since(t0);
+        if (moved_ns.load(std::memory_order_relaxed) >= 0 || now > k_cap_ns) break;
+        if (sched_getcpu() != first) {
+          std::int64_t none = -1;
+          moved_ns.compare_exchange_strong(none, now);
+        }
+      }
+    };
+    {
+      std::jthread a(spinner);
+      std::jthread b(spinner);
+      while (pinned.load() < 2) std::this_thread::yield();
+      t0 = clock_type::now();
+      go = true;
+    }
+    if (failed) return 0;
+    const std::int64_t d = moved_ns.load();
+    delays.push_back(d >= 0 ? d : k_cap_ns);
+  }
+  return median(std::move(delays));
+}
+
 std::int64_t measure_wakeup() {
   constexpr int k_samples = 15;
   int fds[2];
@@ -238,6 +287,7 @@ calibration calibrate() {
   c.time_slice_long_ns = slice.long_ns;
   c.process_start_ns = measure_process_start();
   c.wakeup_ns = measure_wakeup();
+  c.balance_delay_ns = measure_balance_delay();
   return c;
 }
 

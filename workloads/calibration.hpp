@@ -41,7 +41,17 @@ struct calibration {
   /// better claim, so turns spread from nearly nothing up to about a tick (development machine,
   /// HZ=250: 0.1 to 4.0 ms, median 2–4 ms from one measurement to the next). 0 where unmeasured.
   std::int64_t time_slice_long_ns = 0;
+  /// How long an idle core leaves two CPU-bound threads queued on another core before it takes one
+  /// of them: two spinning threads are pinned to one CPU, then allowed on all of this process's
+  /// CPUs, and this is the median time until one of them is seen elsewhere. Linux keeps runnable
+  /// threads in a queue per core and moves one only now and then, never one that ran in the last
+  /// 0.5 ms (development machine: 11–21 ms, about five 4 ms ticks). 0 on one core or unmeasured.
+  std::int64_t balance_delay_ns = 0;
 };
+
+/// See calibration::balance_delay_ns: the median of five tries, each capped at 200 ms; 0 where
+/// this process may use only one CPU or the threads could not be pinned.
+[[nodiscard]] std::int64_t measure_balance_delay();
 
 /// CPUs this process may use: the size of its affinity mask (so `taskset -c 0` counts as 1).
 [[nodiscard]] int available_cores();

@@ -197,6 +197,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                 {"worker_start_ns", pred.config.worker_start_ns},
                 {"per_task_ns", pred.config.per_task_ns},
                 {"time_slice_ns", pred.config.time_slice_ns},
+                {"balance_delay_ns", pred.config.balance_delay_ns},
                 {"handoff_delay_ns", pred.config.handoff_delay_ns},
                 {"launcher_handoff_ns", pred.config.launcher_handoff_ns},
                 {"run_end_ns", pred.config.run_end_ns},
@@ -210,7 +211,8 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                       {"process_start_ns", machine.process_start_ns},
                       {"wakeup_ns", machine.wakeup_ns},
                       {"time_slice_ns", machine.time_slice_ns},
-                      {"time_slice_long_ns", machine.time_slice_long_ns}};
+                      {"time_slice_long_ns", machine.time_slice_long_ns},
+                      {"balance_delay_ns", machine.balance_delay_ns}};
   if (run == nullptr) {  // --predict: nothing measured
     for (const char* k : {"makespan_ns", "ratio", "verified", "completed", "cv", "task_stretch"}) {
       j[k] = nullptr;
@@ -273,14 +275,15 @@ void print_header(const lesson_info& lesson, const plan& p, std::span<const task
       format_ns(tot.max_ns).c_str());
   std::printf(
       "machine    %s · kernel %.3f ns/iteration (CV %.1f%%) · sleep overshoot %s · "
-      "thread start %s · process start %s · wake-up %s · time slice %s\n",
+      "thread start %s · process start %s · wake-up %s · time slice %s · balance %s\n",
       count(machine.cores, "core").c_str(), machine.ns_per_iteration,
       machine.ns_per_iteration_cv * 100, overshoots(machine.sleep_overshoot).c_str(),
       format_ns(machine.thread_start_ns).c_str(), format_ns(machine.process_start_ns).c_str(),
-      format_ns(machine.wakeup_ns).c_str(), format_ns(machine.time_slice_ns).c_str());
+      format_ns(machine.wakeup_ns).c_str(), format_ns(machine.time_slice_ns).c_str(),
+      format_ns(machine.balance_delay_ns).c_str());
 }
 
-void print_model(const prediction& pred, std::span<const task> tasks, std::int64_t long_slice_ns) {
+void print_model(const prediction& pred, std::span<const task> tasks, const calibration& machine) {
   const sim_config& c = pred.config;
   if (c.workers == 1) {
     std::printf("model      one worker, tasks in order, on %s", count(c.cores, "core").c_str());
@@ -335,10 +338,10 @@ void print_model(const prediction& pred, std::span<const task> tasks, std::int64
   if (static_cast<double>(pred.high_ns) >
       1.01 * static_cast<double>(pred.low_ns)) {  // worth a line
     std::printf(
-        "range      %s–%s over the scheduler's time slice (none up to %s): CPU phases "
-        "that outnumber the cores take turns where the timer ticks fall\n",
+        "range      %s–%s over the scheduler's choices (a time slice of none up to %s; "
+        "one queue for all cores, or a queue per core balanced after %s)\n",
         format_ns(pred.low_ns).c_str(), format_ns(pred.high_ns).c_str(),
-        format_ns(long_slice_ns).c_str());
+        format_ns(machine.time_slice_long_ns).c_str(), format_ns(machine.balance_delay_ns).c_str());
   }
 }
 
@@ -410,7 +413,7 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
       std::cout << json_line(lesson, p, tasks, machine, pred, nullptr).dump() << '\n';
     } else {
       print_header(lesson, p, tasks, machine);
-      print_model(pred, tasks, machine.time_slice_long_ns);
+      print_model(pred, tasks, machine);
       std::printf("\nprediction %s   (run without --predict to measure it)\n",
                   format_ns(pred.simulated.makespan_ns).c_str());
     }
@@ -424,7 +427,7 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
   }
   if (!f.json) {
     print_header(lesson, p, tasks, machine);
-    print_model(pred, tasks, machine.time_slice_long_ns);
+    print_model(pred, tasks, machine);
     std::fflush(stdout);  // a fault that kills the process should not swallow the header
   }
 

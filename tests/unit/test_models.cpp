@@ -29,6 +29,13 @@ std::vector<task> wait_tasks(std::initializer_list<std::int64_t> ns) {
   return ts;
 }
 
+/// The CPU parts of one task set with the waits of another, task by task.
+std::vector<task> mixed_of(std::vector<task> cpu, const std::vector<task>& waits) {
+  for (std::size_t i = 0; i < cpu.size() && i < waits.size(); ++i)
+    cpu[i].wait_ns = waits[i].wait_ns;
+  return cpu;
+}
+
 sim_config cfg(placement p, int workers, int cores, wait_mode w = wait_mode::blocking) {
   return {.policy = p, .waits = w, .workers = workers, .cores = cores};
 }
@@ -163,6 +170,20 @@ TEST_CASE("simulator properties over random task sets", "[models][simulate][prop
       const int cores = 1 + static_cast<int>(seed % 3);
       CHECK(simulate(cpu, cfg(pl, p, cores)).makespan_ns >=
             makespan_lower_bound(cpu, p, cores) - 1);
+      // So do queues per core, where an idle core waits before it takes a waiting phase: no
+      // faster than one queue for all, and, with every task recorded, no slower than all the
+      // work on one core plus one delay per task moved.
+      sim_config per_core = cfg(pl, p, cores);
+      per_core.time_slice_ns = 1 + static_cast<std::int64_t>(seed % 5) * 700;
+      per_core.balance_delay_ns = 1 + static_cast<std::int64_t>(seed % 4) * 3000;
+      for (const auto& ts : {cpu, mixed_of(cpu, waits)}) {
+        const sim_result r = simulate(ts, per_core);
+        CHECK(r.makespan_ns >= makespan_lower_bound(ts, p, cores) - 1);
+        std::int64_t all = 0;
+        for (const task& t : ts) all += t.duration_ns();
+        CHECK(r.makespan_ns <= all + static_cast<std::int64_t>(n) * per_core.balance_delay_ns + 1);
+        for (std::size_t i = 0; i < n; ++i) CHECK(r.timeline[i].end_ns >= r.timeline[i].start_ns);
+      }
     }
     // Equal tasks: ⌈N/P⌉·t exactly, whatever the policy.
     std::vector<task> equal(n, task{.cpu_ns = 1000});
@@ -387,6 +408,41 @@ TEST_CASE("simulator: a caller submitting tasks takes its share of the cores",
   CHECK(simulate(ts, c).makespan_ns == 2000);
 }
 
+TEST_CASE("simulator: a queue per core balanced after a delay", "[models][simulate]") {
+  // Three 10 ms CPU workers on two cores, 1 ms slices, no start cost. Each new worker goes to the
+  // core with the fewest phases: w0 to core 1, w1 to core 0, w2 to core 1 (a tie goes away from
+  // the launcher's core 0). w1 has core 0 to itself and ends at 10 ms; w0 and w2 share core 1 and
+  // have done 5 ms each by then. Core 0 takes the waiting one after the delay.
+  const std::vector<task> ts = cpu_tasks({10'000'000, 10'000'000, 10'000'000});
+  sim_config c = cfg(placement::static_blocks, 3, 2);
+  c.time_slice_ns = 1'000'000;
+  CHECK(simulate(ts, c).makespan_ns == 15'000'000);  // one queue: the cores share perfectly
+  c.balance_delay_ns = 2'000'000;
+  sim_result r = simulate(ts, c);
+  // at 12 ms each has 4 ms left, one on each core
+  CHECK(r.makespan_ns == 16'000'000);
+  CHECK(r.timeline[1].end_ns == 10'000'000);
+  c.balance_delay_ns = 20'000'000;  // longer than the rest of the run: nothing moves
+  CHECK(simulate(ts, c).makespan_ns == 20'000'000);
+
+  // Four workers that wait 2 ms and then compute 2 ms. All start waiting, so all start on core 1;
+  // when they wake, one finds core 0 empty and goes there, the other three stay (a thread goes
+  // back to its core unless that core is busy and another is empty). Core 1 computes 6 ms.
+  std::vector<task> mixed;
+  for (std::uint32_t i = 0; i < 4; ++i) {
+    mixed.push_back({.id = i, .cpu_ns = 2'000'000, .wait_ns = 2'000'000});
+  }
+  sim_config m = cfg(placement::static_blocks, 4, 2);
+  m.time_slice_ns = 1'000'000;
+  CHECK(simulate(mixed, m).makespan_ns == 6'000'000);
+  m.balance_delay_ns = 5'000'000;  // core 0 is idle from 4 ms; the pull would come at 9 ms
+  CHECK(simulate(mixed, m).makespan_ns == 8'000'000);
+  m.balance_delay_ns = 1'000'000;  // at 5 ms core 0 takes one of the two still waiting on core 1
+  const std::int64_t quick = simulate(mixed, m).makespan_ns;
+  CHECK(quick > 6'000'000);
+  CHECK(quick < 8'000'000);
+}
+
 TEST_CASE("simulator: the run ends run_end_ns after its last task", "[models][simulate]") {
   const std::vector<task> ts = cpu_tasks({100, 200, 300});
   sim_config c = cfg(placement::dynamic_queue, 2, 2);
@@ -435,7 +491,7 @@ TEST_CASE("verdict: within tolerance, or deviating with the likely cause", "[mod
   CHECK(default_tolerance(workload::cpu) == 0.10);
 }
 
-TEST_CASE("verdict: a prediction's range over the time slice widens what is within",
+TEST_CASE("verdict: a prediction's range over the scheduler's choices widens what is within",
           "[models][verdict]") {
   verdict_input in{.measured_ns = 128,
                    .predicted_ns = 100,
@@ -481,7 +537,7 @@ run_result run_in_order(std::span<const task> tasks, const run_options& o) {
 
 }  // namespace
 
-TEST_CASE("predict: the range over the time slice, where the slice decides", "[models][check]") {
+TEST_CASE("predict: the range over the scheduler's choices where they decide", "[models][check]") {
   calibration m;
   m.cores = 2;
   m.time_slice_ns = 4'000'000;
@@ -506,6 +562,17 @@ TEST_CASE("predict: the range over the time slice, where the slice decides", "[m
   for (std::uint32_t i = 0; i < 16; ++i) equal.push_back({.id = i, .cpu_ns = 5'000'000});
   const prediction cpu = predict(e, equal, 4, m);
   CHECK(cpu.low_ns == cpu.high_ns);
+  // A queue per core, with more workers than cores: three 10 ms workers, two of them queued on one
+  // core for the whole run when the balance delay is longer than the run (20 ms, not 15).
+  m.balance_delay_ns = 100'000'000;
+  const std::vector<task> three = cpu_tasks({10'000'000, 10'000'000, 10'000'000});
+  const prediction uneven = predict(e, three, 3, m);
+  CHECK(uneven.low_ns < 15'500'000);
+  CHECK(uneven.high_ns >= 20'000'000);
+  // With no more workers than cores each has a core of its own: no queue per core is simulated.
+  const prediction own = predict(e, three, 2, m);
+  CHECK(own.high_ns < 20'500'000);
+  CHECK(own.high_ns == own.low_ns);
   // Without a measured slice there is nothing to range over.
   m.time_slice_ns = 0;
   const prediction shared = predict(e, mixed, 4, m);

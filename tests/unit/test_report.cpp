@@ -113,7 +113,7 @@ TEST_CASE("the model check passes a good point and flags a known deviation", "[b
   CHECK(workers_label(g[1]) == "P > cores");
 }
 
-TEST_CASE("a point within its prediction's range over the time slice is within",
+TEST_CASE("a point within its prediction's range over the scheduler's choices is within",
           "[bench][report]") {
   nlohmann::json j = sweep_json();
   for (auto& b : j["benchmarks"]) {

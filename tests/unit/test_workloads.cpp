@@ -146,6 +146,10 @@ TEST_CASE("calibration measures positive, plausible costs", "[workloads][calibra
   CHECK(c.time_slice_ns < 100'000'000);
   CHECK(c.time_slice_long_ns >= c.time_slice_ns);  // the 90th percentile of the same turns
   CHECK(c.time_slice_long_ns < 100'000'000);
+  // Two threads queued on one core, free to move: on two cores or more the load balancer moves
+  // one within the 200 ms cap (development machine: 11-21 ms); on one core there is no delay.
+  if (c.cores >= 2) CHECK(c.balance_delay_ns > 0);
+  CHECK(c.balance_delay_ns <= 200'000'000);
   CHECK(c.process_start_ns > c.thread_start_ns / 10);  // a fork is no cheaper than a thread
   CHECK(c.process_start_ns < 1'000'000'000);
   CHECK(c.wakeup_ns > 0);  // a blocked thread never runs the instant its pipe is written
