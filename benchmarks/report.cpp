@@ -285,9 +285,10 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
         << " | " << g.points << " |\n";
   }
   out << "\n## Machine\n\n| | |\n| --- | --- |\n";
-  for (const char* k : {"host_name", "cpu_model", "cores", "num_cpus", "kernel", "compiler",
-                        "build_type", "ns_per_iteration", "thread_start_ns",
-                        "sleep_overshoot_1ms_ns", "time_slice_ns", "time_slice_long_ns", "date"}) {
+  for (const char* k :
+       {"host_name", "cpu_model", "cores", "num_cpus", "kernel", "compiler", "build_type",
+        "ns_per_iteration", "thread_start_ns", "sleep_overshoot_1ms_ns", "time_slice_ns",
+        "time_slice_long_ns", "balance_delay_ns", "date"}) {
     if (report.machine.count(k) != 0) out << "| " << k << " | " << report.machine.at(k) << " |\n";
   }
   out << "\n## Scaling fits (dist fixed)\n\n"

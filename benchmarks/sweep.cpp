@@ -253,6 +253,7 @@ void describe_machine(const calibration& m) {
                               std::to_string(m.sleep_overshoot.overshoot_ns[1]));
   benchmark::AddCustomContext("time_slice_ns", std::to_string(m.time_slice_ns));
   benchmark::AddCustomContext("time_slice_long_ns", std::to_string(m.time_slice_long_ns));
+  benchmark::AddCustomContext("balance_delay_ns", std::to_string(m.balance_delay_ns));
 }
 
 }  // namespace
