@@ -33,6 +33,9 @@ void add_many(std::atomic<long>& counter) {
 /// Forks a child that runs body() and exits; waits for it; true if it exited with status 0.
 template <typename Body>
 bool in_child(Body body) {
+  // Whatever stdout still buffers would be copied into the child, and a child that flushes it
+  // (a sanitizer's exit hook does) would print the parent's lines twice.
+  std::fflush(nullptr);
   const pid_t pid = fork();
   if (pid < 0) return false;
   if (pid == 0) {

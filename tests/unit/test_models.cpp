@@ -174,8 +174,9 @@ TEST_CASE("simulator properties over random task sets", "[models][simulate][prop
       // faster than one queue for all, and, with every task recorded, no slower than all the
       // work on one core plus one delay per task moved.
       sim_config per_core = cfg(pl, p, cores);
-      per_core.time_slice_ns = 1 + static_cast<std::int64_t>(seed % 5) * 700;
-      per_core.balance_delay_ns = 1 + static_cast<std::int64_t>(seed % 4) * 3000;
+      // slices of 50 µs to 1.25 ms and delays of 1 ns to 1.5 ms, against tasks of up to 1 ms
+      per_core.time_slice_ns = 50'000 + static_cast<std::int64_t>(seed % 5) * 300'000;
+      per_core.balance_delay_ns = 1 + static_cast<std::int64_t>(seed % 4) * 500'000;
       for (const auto& ts : {cpu, mixed_of(cpu, waits)}) {
         const sim_result r = simulate(ts, per_core);
         CHECK(r.makespan_ns >= makespan_lower_bound(ts, p, cores) - 1);
