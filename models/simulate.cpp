@@ -284,12 +284,7 @@ class simulator {
       schedule_per_core();
       return;
     }
-    std::erase_if(runq_, [&](std::size_t k) {
-      if (w_[k].s == state::cpu) return false;
-      w_[k].queued = false;
-      w_[k].on_core = false;
-      return true;
-    });
+    drop_stopped(runq_);
     for (std::size_t k = 0; k < w_.size(); ++k) {
       worker_state& w = w_[k];
       if (w.s != state::cpu || w.queued) continue;
@@ -312,20 +307,24 @@ class simulator {
     for (std::size_t i = 0; i < runq_.size(); ++i) w_[runq_[i]].on_core = i < cores;
   }
 
+  // Takes the phases that no longer compute out of a run queue.
+  void drop_stopped(std::deque<std::size_t>& q) {
+    std::erase_if(q, [&](std::size_t k) {
+      if (w_[k].s == state::cpu) return false;
+      w_[k].queued = false;
+      w_[k].on_core = false;
+      return true;
+    });
+  }
+
   bool per_core() const { return sliced() && c_.balance_delay_ns > 0; }
 
   // Per-core queues: each core runs the phase at the head of its own queue. A phase that stops
-  // computing leaves its queue; one that starts joins the queue of the core it last ran on. A
-  // worker that has never run goes to a core with nothing queued, or else ahead of its launcher.
+  // computing leaves its queue; one that starts joins the queue of its core (place_fresh(),
+  // place_woken()); a spent slice goes to the back of its own queue; balance() moves a phase
+  // to an empty core after the delay.
   void schedule_per_core() {
-    for (std::deque<std::size_t>& q : cq_) {
-      std::erase_if(q, [&](std::size_t k) {
-        if (w_[k].s == state::cpu) return false;
-        w_[k].queued = false;
-        w_[k].on_core = false;
-        return true;
-      });
-    }
+    for (std::deque<std::size_t>& q : cq_) drop_stopped(q);
     for (std::size_t k = 0; k < w_.size(); ++k) {
       worker_state& w = w_[k];
       if (w.s != state::cpu)
@@ -361,9 +360,6 @@ class simulator {
     }
   }
 
-  // A worker's first core: the one with the fewest phases queued, a core other than its
-  // launcher's on a tie (Linux places a new thread on the idlest core). On its launcher's core it
-  // runs first (a new thread gets an early deadline) and the launcher waits behind it.
   // Per core, the phases computing there besides worker k: queued, or started and not yet queued.
   std::vector<std::size_t> loads_besides(std::size_t k) const {
     std::vector<std::size_t> load(cq_.size(), 0);
@@ -389,6 +385,10 @@ class simulator {
     }
   }
 
+  // A worker's first core, chosen when it starts: the one with the fewest phases computing, a core
+  // other than its launcher's on a tie (Linux places a new thread on the idlest core). On its
+  // launcher's core it runs first (a new thread gets an early deadline) and the launcher waits
+  // behind it.
   void place_fresh(std::size_t k) {
     const std::vector<std::size_t> load = loads_besides(k);
     const auto mine = static_cast<std::size_t>(w_[nw_].home);

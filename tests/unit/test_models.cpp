@@ -530,7 +530,16 @@ TEST_CASE("verdict: a prediction's range over the scheduler's choices widens wha
 
 namespace {
 
-run_result run_in_order(std::span<const task> tasks, const run_options& o) {
+// An executor that computes every checksum but the last one wrong: verification must catch it.
+run_result run_wrong_checksum(std::span<const task> tasks, const run_options& o) {
+  result_slots slots(tasks.size());
+  for (const task& t : tasks) slots.run_into(t, o.origin, 0);
+  run_result r = std::move(slots).collect(1);
+  if (!r.records.empty()) r.records.back().checksum += 1;
+  return r;
+}
+
+run_result run_correct(std::span<const task> tasks, const run_options& o) {
   result_slots slots(tasks.size());
   for (const task& t : tasks) slots.run_into(t, o.origin, 0);
   return std::move(slots).collect(1);
@@ -544,7 +553,7 @@ TEST_CASE("predict: the range over the scheduler's choices where they decide", "
   m.time_slice_ns = 4'000'000;
   m.time_slice_long_ns = 4'000'000;
   const executor e{
-      .name = "in-order", .plan = {.policy = placement::static_blocks}, .run = run_in_order};
+      .name = "in-order", .plan = {.policy = placement::static_blocks}, .run = run_correct};
   // Four workers, each with four tasks of a 2.5 ms wait and then 2.5 ms of CPU, on two cores. With
   // long slices a worker's CPU phase runs to its end while another waits, so the phases interleave
   // (about 22.5 ms); with processor sharing all four crawl at half speed together, in lockstep
@@ -580,25 +589,6 @@ TEST_CASE("predict: the range over the scheduler's choices where they decide", "
   CHECK(shared.low_ns == shared.simulated.makespan_ns);
   CHECK(shared.high_ns == shared.simulated.makespan_ns);
 }
-
-namespace {
-
-// An executor that computes every checksum but the last one wrong: verification must catch it.
-run_result run_wrong_checksum(std::span<const task> tasks, const run_options& o) {
-  result_slots slots(tasks.size());
-  for (const task& t : tasks) slots.run_into(t, o.origin, 0);
-  run_result r = std::move(slots).collect(1);
-  if (!r.records.empty()) r.records.back().checksum += 1;
-  return r;
-}
-
-run_result run_correct(std::span<const task> tasks, const run_options& o) {
-  result_slots slots(tasks.size());
-  for (const task& t : tasks) slots.run_into(t, o.origin, 0);
-  return std::move(slots).collect(1);
-}
-
-}  // namespace
 
 TEST_CASE("run_and_check verifies every repetition and judges the median", "[models][check]") {
   const calibration m = calibrate();
