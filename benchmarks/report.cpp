@@ -265,7 +265,7 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
   const std::size_t ok = report.within();
   out << "# Verdicts\n\n";
   out << "**" << ok << " of " << n << " points within tolerance ("
-      << fmt(n > 0 ? 100.0 * static_cast<double>(ok) / static_cast<double>(n) : 0, 0)
+      << fmt(n > 0 ? 100.0 * static_cast<double>(ok) / static_cast<double>(n) : 0, 1)
       << "%).** Tolerance: 5 % for wait work, 10 % where tasks compute; each point is the median "
          "of "
          "its repetitions, judged against the prediction made before it ran. Where more CPU phases "

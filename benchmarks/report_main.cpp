@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
     std::ofstream html(dir / "index.html");
     clab::write_index(report, fits, plots, html);
     const std::size_t n = report.points.size();
-    std::printf("model check: %zu of %zu points within tolerance (%.0f%%)\n", report.within(), n,
+    // One decimal: 174 of 194 is 89.7 %, not "90 %".
+    std::printf("model check: %zu of %zu points within tolerance (%.1f%%)\n", report.within(), n,
                 100.0 * static_cast<double>(report.within()) / static_cast<double>(n));
     for (const clab::verdict_group& g : clab::group_verdicts(report)) {
       std::printf("  %-11s %-5s %s: %zu of %zu\n", g.family.c_str(), g.workload.c_str(),

@@ -166,7 +166,7 @@ TEST_CASE("the report writes the CSV, the verdicts, the plot data and the page",
   CHECK_THAT(c, Catch::Contains("deviating") && Catch::Contains("within"));
   std::ostringstream md;
   write_verdicts(r, fits, md);
-  CHECK_THAT(md.str(), Catch::Contains("2 of 3 points within tolerance (67%)"));
+  CHECK_THAT(md.str(), Catch::Contains("2 of 3 points within tolerance (66.7%)"));
   CHECK_THAT(md.str(), Catch::Contains("| scaling | cpu | P > cores | 0 | 1 |"));
   temp_dir dir;
   write_plot_data(r, fits, nullptr, dir.path);
