@@ -278,7 +278,7 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
          "(\"within the range\").\n\n";
   out << "## Where the model holds\n\nThe points by kind. P is the workers a run started (a thread "
          "or process per task counts each one): with more workers than cores, the kernel's "
-         "placement and time slicing decide what the model can only average.\n\n"
+         "placement and time slicing decide, and the model gives a range.\n\n"
          "| family | workload | workers | within | points |\n| --- | --- | --- | --- | --- |\n";
   for (const verdict_group& g : group_verdicts(report)) {
     out << "| " << g.family << " | " << g.workload << " | " << workers_label(g) << " | " << g.within

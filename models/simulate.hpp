@@ -34,10 +34,11 @@ struct sim_config {
   overshoot_curve wait_overshoot;  ///< added to every non-zero wait (timer slack, wake-up)
   std::int64_t time_slice_ns = 0;  ///< round-robin slice; 0 for processor sharing
   /// With a slice: 0 for one run queue that every core serves (the cores perfectly balanced); more
-  /// for a queue per core, as Linux keeps them. A thread stays on the core it last ran on, also
-  /// after a wait; a worker just started goes to a core with nothing queued, or else ahead of its
-  /// launcher on the launcher's core; and a core with nothing to run takes a waiting thread from
-  /// the busiest core only after this long (calibration::balance_delay_ns).
+  /// for a queue per core, as Linux keeps them. A worker just started goes to the core with the
+  /// fewest phases computing (a tie away from its launcher's core; on that core it runs ahead of
+  /// the launcher); a phase that starts computing again goes back to its core unless that core is
+  /// busy and another empty; and a core with nothing to run takes a waiting phase from the
+  /// busiest core only after this long (calibration::balance_delay_ns).
   std::int64_t balance_delay_ns = 0;
   bool launcher_dispatches = false;   ///< no worker takes a second task before all are started
   std::int64_t handoff_delay_ns = 0;  ///< launcher_dispatches: wake-ups before a handed task starts

@@ -35,6 +35,7 @@ verdict judge(const verdict_input& in) {
   }
   if (in.predicted_ns <= 0 || in.work_ns <= 0) {
     v.within = false;
+    v.by_range = false;
     v.cause = "nothing to judge: tasks of zero length measure only overhead (see bench_units)";
     return v;
   }

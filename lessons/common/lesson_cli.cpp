@@ -335,8 +335,8 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
     std::printf("bounds     T ≥ max(Σc/min(P,cores), Σt/P, max t) = %s · serial Σt_i = %s\n",
                 format_ns(pred.lower_bound_ns).c_str(), format_ns(pred.serial_ns).c_str());
   }
-  if (static_cast<double>(pred.high_ns) >
-      1.01 * static_cast<double>(pred.low_ns)) {  // worth a line
+  // The range gets a line where it is 1 % wide or more.
+  if (static_cast<double>(pred.high_ns) > 1.01 * static_cast<double>(pred.low_ns)) {
     std::printf(
         "range      %s–%s over the scheduler's choices (a time slice of none up to %s; "
         "one queue for all cores, or a queue per core balanced after %s)\n",

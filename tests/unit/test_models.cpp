@@ -526,6 +526,10 @@ TEST_CASE("verdict: a prediction's range over the scheduler's choices widens wha
   CHECK(judge(in).by_range);  // the range is 100–160
   in = {.measured_ns = 125, .predicted_ns = 100, .tolerance = 0.10};
   CHECK_FALSE(judge(in).within);
+  // Empty tasks are not judged, whatever the range.
+  in = {.measured_ns = 5, .predicted_ns = 4, .predicted_high_ns = 10, .work_ns = 0};
+  CHECK_FALSE(judge(in).within);
+  CHECK_FALSE(judge(in).by_range);
 }
 
 namespace {
