@@ -12,7 +12,22 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
                    const calibration& machine) {
   prediction p;
   const bool probed = is_probed(exec.plan.worker_start) || is_probed(exec.plan.per_task);
-  const probe_result probe = probed ? probe_executor(exec) : probe_result{};
+  // A caller that sleeps on each result in turn is woken by every result that comes later than
+  // its way back to sleep (two wake-ups' latency, say), at a cost to the task's worker and to the
+  // caller that empty tasks never show. Where results come that far apart, that executor is probed
+  // on tasks of the run's mean length, up to 100 µs, where the cost has stopped growing. Closer
+  // results find the caller awake or just asleep, in a rhythm of their own (on the development
+  // machine 1 µs tasks cost 0.6 to 1.7 µs each, by N, and 10 µs tasks on two workers less than
+  // on one), so they keep the empty probe and the verdict shows the difference.
+  std::int64_t probe_task_ns = 0;
+  if (exec.plan.caller_waits_each && !tasks.empty()) {
+    constexpr std::int64_t k_longest_probe_task_ns = 100'000;
+    const std::int64_t mean = totals(tasks).sum_ns / static_cast<std::int64_t>(tasks.size());
+    const std::int64_t apart = mean / std::max(1, std::min(workers, machine.cores));
+    if (apart > 2 * machine.wakeup_ns) probe_task_ns = std::min(k_longest_probe_task_ns, mean);
+  }
+  const probe_result probe =
+      probed ? probe_executor(exec, probe_task_ns, machine.ns_per_iteration) : probe_result{};
   p.config = configure(exec.plan, workers, tasks.size(), machine, probe.per_task_ns,
                        probe.caller_cpu_ns, probe.worker_cpu_ns);
   // What the executor does after its last task (joins, reaps) is measured on the executor too. On
@@ -28,15 +43,31 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   }
   p.simulated = simulate(as_run, p.config);
   p.low_ns = p.high_ns = p.simulated.makespan_ns;
+  const auto take_config = [&](const sim_config& other) {
+    const std::int64_t t = simulate(as_run, other).makespan_ns;
+    p.low_ns = std::min(p.low_ns, t);
+    p.high_ns = std::max(p.high_ns, t);
+  };
+  // A launcher that hands out every task through pipes pays for each hand-off more or less by
+  // where the scheduler has put it: sharing a core with the worker it serves, a write wakes the
+  // reader on the same core; across cores, it wakes an idle one (development VM, 1 µs tasks on two
+  // workers: 8 µs a task with everything on one core, 19–25 µs spread out, and runs land in
+  // either). The probe, unpinned, lands in either too, so the range takes both.
+  if (exec.plan.launcher_dispatches && probed && machine.cores > 1) {
+    const probe_result near = probe_executor_on_one_core(exec);
+    p.near_handoff_ns = near.per_task_ns;
+    sim_config other = configure(exec.plan, workers, tasks.size(), machine, near.per_task_ns,
+                                 near.caller_cpu_ns, near.worker_cpu_ns);
+    other.run_end_ns = p.config.run_end_ns;
+    take_config(other);
+  }
   if (p.config.time_slice_ns > 0) {
     const std::int64_t s = p.config.time_slice_ns;
     const auto take = [&](std::int64_t slice, std::int64_t balance_delay) {
       sim_config other = p.config;
       other.time_slice_ns = slice;
       other.balance_delay_ns = balance_delay;
-      const std::int64_t t = simulate(as_run, other).makespan_ns;
-      p.low_ns = std::min(p.low_ns, t);
-      p.high_ns = std::max(p.high_ns, t);
+      take_config(other);
     };
     for (const std::int64_t slice : {std::int64_t{0}, s / 4, s / 2, machine.time_slice_long_ns}) {
       take(slice, 0);

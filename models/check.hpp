@@ -30,10 +30,14 @@ struct prediction {
   /// simulator runs again with no slice at all (processor sharing), at 1/4 and 1/2 of the median
   /// slice and at the long one, all with one queue that every core serves, and, with more workers
   /// than cores, with a queue per core at the median and the long slice; low and high are the
-  /// least and the most of these and of simulated. Equal to simulated.makespan_ns where none of
-  /// this changes anything.
+  /// least and the most of these and of simulated. A launcher that dispatches every task adds one
+  /// more: its hand-offs at the cost probed with it and its worker on one core
+  /// (near_handoff_ns). Equal to simulated.makespan_ns where none of this changes anything.
   std::int64_t low_ns = 0;
   std::int64_t high_ns = 0;
+  /// A dispatching launcher's hand-off per task with everything on one core (see
+  /// probe_executor_on_one_core()); 0 where there is no such launcher.
+  std::int64_t near_handoff_ns = 0;
   /// Graham's bounds hold where every worker is an identical machine: pure CPU work on
   /// min(P, cores) workers, or pure waits on P (a sleeping worker needs no core). For mixed work
   /// there is no such P, and only lower_bound_ns applies.

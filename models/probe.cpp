@@ -1,9 +1,11 @@
 #include "models/probe.hpp"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -18,11 +20,19 @@
 namespace clab {
 namespace {
 
-std::vector<task> empty_tasks(std::size_t n) {
+// What the probe runs: n tasks of `cpu` each (none for empty tasks).
+struct probe_tasks {
+  std::int64_t cpu_ns = 0;
+  std::uint64_t cpu_iterations = 0;
+};
+
+std::vector<task> make_tasks(std::size_t n, probe_tasks cpu) {
   std::vector<task> tasks(n);
   for (std::size_t i = 0; i < n; ++i) {
     tasks[i].id = static_cast<std::uint32_t>(i);
     tasks[i].seed = i + 1;
+    tasks[i].cpu_ns = cpu.cpu_ns;
+    tasks[i].cpu_iterations = cpu.cpu_iterations;
   }
   return tasks;
 }
@@ -57,8 +67,8 @@ std::int64_t children_cpu_ns() {
   return ns(ru.ru_utime) + ns(ru.ru_stime);
 }
 
-timed run_empty(const executor& exec, std::size_t n, int workers) {
-  const std::vector<task> tasks = empty_tasks(n);
+timed run_probe(const executor& exec, std::size_t n, int workers, probe_tasks cpu = {}) {
+  const std::vector<task> tasks = make_tasks(n, cpu);
   run_options options;
   options.workers = workers;
   const std::int64_t cpu0 = process_cpu_ns();
@@ -70,36 +80,45 @@ timed run_empty(const executor& exec, std::size_t n, int workers) {
   if (r.records.size() != n) {
     throw std::runtime_error("probe: executor '" + std::string(exec.name) + "' completed " +
                              std::to_string(r.records.size()) + " of " + std::to_string(n) +
-                             " empty tasks");
+                             " probe tasks");
   }
   std::int64_t last_end = 0;
   for (const task_record& rec : r.records) last_end = std::max(last_end, rec.end_ns);
   return {r.makespan_ns, mine, others, std::max<std::int64_t>(0, r.makespan_ns - last_end)};
 }
 
-probe_result measure_per_task(const executor& exec, int workers) {
-  constexpr std::int64_t k_enough_ns = 2'000'000;
+// With CPU in the tasks, their nominal CPU time is taken out of the wall time and the workers' CPU
+// time: what the executor's goings-on around a task add to the task itself (an interrupt on the
+// worker's core, a cache emptied by the wake-up) counts as its cost, as it does in the run.
+probe_result measure_per_task(const executor& exec, int workers, probe_tasks cpu = {}) {
+  // Empty tasks: 2 ms is plenty. Tasks with CPU in them: long enough that most of the run has
+  // settled into its rhythm of sleeps and wake-ups, which on the development VM changed after the
+  // first 5 ms or so (10 µs tasks cost 1 µs each in runs of 5 ms, 4 µs in runs of 10 ms or more:
+  // the idle cores' polling adapts).
+  const std::int64_t k_enough_ns = cpu.cpu_ns > 0 ? 16'000'000 : 2'000'000;
   constexpr std::size_t k_max_tasks = 1U << 16U;
   std::size_t k = 32;
-  (void)run_empty(exec, k, workers);  // warm-up: first-touch pages, lazy initialisation
-  while (2 * k < k_max_tasks && run_empty(exec, 2 * k, workers).wall_ns < k_enough_ns) k *= 4;
+  (void)run_probe(exec, k, workers, cpu);  // warm-up: first-touch pages, lazy initialisation
+  while (2 * k < k_max_tasks && run_probe(exec, 2 * k, workers, cpu).wall_ns < k_enough_ns) k *= 4;
   std::vector<std::int64_t> wall;
-  std::vector<std::int64_t> cpu;
+  std::vector<std::int64_t> caller_cpu;
   std::vector<std::int64_t> worker_cpu;
   const auto kk = static_cast<std::int64_t>(k);
   for (int rep = 0; rep < 5; ++rep) {
-    const timed once = run_empty(exec, k, workers);
-    const timed twice = run_empty(exec, 2 * k, workers);
-    wall.push_back(std::max<std::int64_t>(0, (twice.wall_ns - once.wall_ns) / kk));
-    cpu.push_back(std::max<std::int64_t>(0, (twice.cpu_ns - once.cpu_ns) / kk));
+    const timed once = run_probe(exec, k, workers, cpu);
+    const timed twice = run_probe(exec, 2 * k, workers, cpu);
+    const std::int64_t busy = cpu.cpu_ns * kk;  // the tasks' nominal CPU: see above
+    wall.push_back(std::max<std::int64_t>(0, (twice.wall_ns - once.wall_ns - busy) / kk));
+    caller_cpu.push_back(std::max<std::int64_t>(0, (twice.cpu_ns - once.cpu_ns) / kk));
     worker_cpu.push_back(
-        std::max<std::int64_t>(0, (twice.worker_cpu_ns - once.worker_cpu_ns) / kk));
+        std::max<std::int64_t>(0, (twice.worker_cpu_ns - once.worker_cpu_ns - busy) / kk));
   }
-  return {median(std::move(wall)), median(std::move(cpu)), median(std::move(worker_cpu))};
+  return {median(std::move(wall)), median(std::move(caller_cpu)), median(std::move(worker_cpu))};
 }
 
 std::mutex probe_mutex;
-std::map<std::string, probe_result, std::less<>> probed_costs;  // guarded by probe_mutex
+constexpr std::int64_t k_one_core_key = -1;  // probed_costs: the probe kept on one CPU
+std::map<std::pair<std::string, std::int64_t>, probe_result> probed_costs;      // probe_mutex
 std::map<std::tuple<std::string, int, std::size_t>, std::int64_t> probed_ends;  // probe_mutex
 
 }  // namespace
@@ -110,13 +129,52 @@ void forget_probes() {
   probed_ends.clear();
 }
 
-probe_result probe_executor(const executor& exec) {
-  auto& known = probed_costs;
+probe_result probe_executor(const executor& exec, std::int64_t task_cpu_ns,
+                            double ns_per_iteration) {
+  if (task_cpu_ns < 0 || (task_cpu_ns > 0 && !(ns_per_iteration > 0))) {
+    throw std::invalid_argument("probe_executor: task_cpu_ns >= 0, and a kernel speed with it");
+  }
   const std::lock_guard lock(probe_mutex);
-  const auto it = known.find(exec.name);
-  if (it != known.end()) return it->second;
-  const probe_result measured = measure_per_task(exec, 1);
-  known.emplace(std::string(exec.name), measured);
+  const auto key = std::make_pair(std::string(exec.name), task_cpu_ns);
+  const auto it = probed_costs.find(key);
+  if (it != probed_costs.end()) return it->second;
+  probe_tasks cpu;
+  if (task_cpu_ns > 0) {
+    cpu.cpu_ns = task_cpu_ns;
+    cpu.cpu_iterations = std::max<std::uint64_t>(
+        1, static_cast<std::uint64_t>(
+               std::llround(static_cast<double>(task_cpu_ns) / ns_per_iteration)));
+  }
+  const probe_result measured = measure_per_task(exec, 1, cpu);
+  probed_costs.emplace(key, measured);
+  return measured;
+}
+
+probe_result probe_executor_on_one_core(const executor& exec) {
+  const std::lock_guard lock(probe_mutex);
+  const auto key = std::make_pair(std::string(exec.name), k_one_core_key);
+  const auto it = probed_costs.find(key);
+  if (it != probed_costs.end()) return it->second;
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  bool pinned = false;
+  if (sched_getaffinity(0, sizeof(mine), &mine) == 0) {
+    int cpu = 0;
+    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    pinned = cpu < CPU_SETSIZE && sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  probe_result measured;
+  try {
+    measured = measure_per_task(exec, 1);
+  } catch (...) {
+    if (pinned) (void)sched_setaffinity(0, sizeof(mine), &mine);
+    throw;
+  }
+  if (pinned) (void)sched_setaffinity(0, sizeof(mine), &mine);
+  probed_costs.emplace(key, measured);
   return measured;
 }
 
@@ -129,9 +187,9 @@ std::int64_t probe_run_end_ns(const executor& exec, int workers, std::size_t n) 
   const auto key = std::make_tuple(std::string(exec.name), workers, n);
   const auto it = probed_ends.find(key);
   if (it != probed_ends.end()) return it->second;
-  (void)run_empty(exec, n, workers);  // warm-up, as for the per-task probe
+  (void)run_probe(exec, n, workers);  // warm-up, as for the per-task probe
   std::vector<std::int64_t> tails;
-  for (int rep = 0; rep < 5; ++rep) tails.push_back(run_empty(exec, n, workers).tail_ns);
+  for (int rep = 0; rep < 5; ++rep) tails.push_back(run_probe(exec, n, workers).tail_ns);
   const std::int64_t measured = median(std::move(tails));
   probed_ends.emplace(key, measured);
   return measured;

@@ -31,7 +31,19 @@ struct probe_result {
 /// median of five differences m(2K) − m(K) over K, with K grown until a run of 2K tasks takes at
 /// least 2 ms; the same for the calling thread's CPU time and for the workers'. Measured once per
 /// executor in a process, then remembered. Never negative.
-[[nodiscard]] probe_result probe_executor(const executor& exec);
+///
+/// With `task_cpu_ns` > 0 the tasks compute that long each (kernel iterations at
+/// `ns_per_iteration`), each run lasts at least 16 ms, and what the probe gives is each task's
+/// cost beyond that nominal CPU time: for an executor whose per-task cost depends on how long its
+/// tasks are (schedule::caller_waits_each). Remembered per executor and length. Throws
+/// std::invalid_argument for a negative length, or a length without a kernel speed.
+[[nodiscard]] probe_result probe_executor(const executor& exec, std::int64_t task_cpu_ns = 0,
+                                          double ns_per_iteration = 0);
+/// probe_executor(exec) with the calling thread, and so every worker it starts, kept on one of its
+/// CPUs for the probe: what a hand-off costs when the scheduler puts the launcher and the worker
+/// it serves on the same core. Remembered like probe_executor(); where the thread cannot be
+/// pinned, the same as probe_executor(exec).
+[[nodiscard]] probe_result probe_executor_on_one_core(const executor& exec);
 /// probe_executor(exec).per_task_ns.
 [[nodiscard]] std::int64_t probe_per_task_ns(const executor& exec);
 

@@ -385,17 +385,24 @@ class simulator {
     }
   }
 
-  // A worker's first core, chosen when it starts: the one with the fewest phases computing, a core
-  // other than its launcher's on a tie (Linux places a new thread on the idlest core). On its
-  // launcher's core it runs first (a new thread gets an early deadline) and the launcher waits
-  // behind it.
+  // A worker's first core, chosen when it starts: the one with the fewest phases computing (Linux
+  // places a new thread on the idlest core). On a tie between idle cores, a core other than its
+  // launcher's; between busy ones, every other time its launcher's (of 200 threads of 100 µs or
+  // more, about half started on the launcher's core). On its launcher's core it runs first (a new
+  // thread gets an early deadline) and the launcher waits behind it.
   void place_fresh(std::size_t k) {
     const std::vector<std::size_t> load = loads_besides(k);
     const auto mine = static_cast<std::size_t>(w_[nw_].home);
     std::size_t best = mine;
+    bool tie = false;
     for (std::size_t c = 0; c < cq_.size(); ++c) {
-      if (c != mine && load[c] <= load[best] && (best == mine || load[c] < load[best])) best = c;
+      if (c == mine) continue;
+      if (load[c] < load[best] || (best == mine && load[c] == load[best])) {
+        tie = best == mine && load[c] == load[mine];
+        best = c;
+      }
     }
+    if (tie && load[mine] > 0 && (busy_ties_++ % 2) == 1) best = mine;
     w_[k].home = static_cast<int>(best);
     w_[k].ahead = best == mine;
   }
@@ -534,7 +541,8 @@ class simulator {
   std::size_t launched_ = 0;     // workers the launcher has started
   bool submitting_ = false;      // the launcher submits the tasks (sim_config::submit_ns)
   static constexpr std::size_t k_none = static_cast<std::size_t>(-1);
-  std::size_t starter_ = k_none;      // time slicing: the worker just started, until it runs
+  std::size_t starter_ = k_none;  // time slicing: the worker just started, until it runs
+  std::size_t busy_ties_ = 0;     // per-core queues: new workers placed between equally busy cores
   std::deque<std::size_t> handoffs_;  // launcher_dispatches: workers waiting for their next task
   std::deque<std::size_t> shared_;
   std::deque<std::size_t> shared_ready_;

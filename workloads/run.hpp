@@ -80,12 +80,12 @@ enum class wait_mode : std::uint8_t { blocking, nonblocking };
 
 /// Measured per-unit costs that an executor pays. thread_start and process_start (a fork until the
 /// child is ready) come from the machine's calibration. The probed ones are measured on the
-/// executor itself, on empty tasks with one worker, just before the prediction (see
-/// models/probe.hpp): `probed` is its wall time per task, which as a worker_start is the
-/// launcher's time per start (a thread or process per task) and as a per_task cost a worker's
-/// hand-off (a pool's queue, a pipe round trip); `probed_worker_cpu` is the CPU a worker spends per
-/// task besides the task's own work (a new thread's or process's own start and exit), which takes
-/// a core from the tasks when all are busy.
+/// executor itself, on empty tasks with one worker (see schedule::caller_waits_each for the
+/// exception), just before the prediction (see models/probe.hpp): `probed` is its wall time per
+/// task, which as a worker_start is the launcher's time per start (a thread or process per task)
+/// and as a per_task cost a worker's hand-off (a pool's queue, a pipe round trip);
+/// `probed_worker_cpu` is the CPU a worker spends per task besides the task's own work (a new
+/// thread's or process's own start and exit), which takes a core from the tasks when all are busy.
 enum class unit_cost : std::uint8_t {
   none,
   thread_start,
@@ -115,6 +115,11 @@ struct schedule {
   /// The caller submits every task to the pool, one by one, once the workers are started: its CPU
   /// per task (probed) competes with the workers for the cores.
   bool caller_submits = false;
+  /// The caller then waits for each task's result in turn (a future per task). A task that ends
+  /// while the caller sleeps on it pays to wake the caller, so what a task costs grows with its
+  /// length: empty tasks end before the caller looks, long ones after it has gone to sleep. The
+  /// probe therefore runs tasks as long as the run's (up to 100 µs) rather than empty ones.
+  bool caller_waits_each = false;
 };
 
 using run_function = run_result (*)(std::span<const task>, const run_options&);

@@ -47,6 +47,13 @@ constexpr schedule k_dynamic{.policy = placement::dynamic_queue,
                              .worker_start = unit_cost::thread_start,
                              .per_task = unit_cost::probed,
                              .caller_submits = true};
+/// The naive pool's caller sleeps on each task's future in turn, and each task that ends while it
+/// sleeps wakes it.
+constexpr schedule k_futures = [] {
+  schedule s = k_dynamic;
+  s.caller_waits_each = true;
+  return s;
+}();
 
 /// Thrown by a job that a stop kept from starting; the gather below reports it as cancelled.
 struct task_cancelled {};
@@ -179,7 +186,7 @@ const executor& naive_pool_executor() {
       .name = "naive",
       .lesson = "03",
       .summary = "P threads, one shared queue under one mutex, a future per task",
-      .plan = k_dynamic,
+      .plan = k_futures,
       .run = run_naive_pool};
   return e;
 }

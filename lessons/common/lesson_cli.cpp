@@ -337,11 +337,18 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
   }
   // The range gets a line where it is 1 % wide or more.
   if (static_cast<double>(pred.high_ns) > 1.01 * static_cast<double>(pred.low_ns)) {
+    std::string handoffs;
+    if (pred.near_handoff_ns > 0) {
+      handoffs = "; hand-offs of " +
+                 format_ns(pred.config.per_task_ns + pred.config.launcher_handoff_ns) + ", or " +
+                 format_ns(pred.near_handoff_ns) + " with the launcher on its worker's core";
+    }
     std::printf(
         "range      %s–%s over the scheduler's choices (a time slice of none up to %s; "
-        "one queue for all cores, or a queue per core balanced after %s)\n",
+        "one queue for all cores, or a queue per core balanced after %s%s)\n",
         format_ns(pred.low_ns).c_str(), format_ns(pred.high_ns).c_str(),
-        format_ns(machine.time_slice_long_ns).c_str(), format_ns(machine.balance_delay_ns).c_str());
+        format_ns(machine.time_slice_long_ns).c_str(), format_ns(machine.balance_delay_ns).c_str(),
+        handoffs.c_str());
   }
 }
 

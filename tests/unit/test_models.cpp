@@ -444,6 +444,25 @@ TEST_CASE("simulator: a queue per core balanced after a delay", "[models][simula
   CHECK(quick < 8'000'000);
 }
 
+TEST_CASE("simulator: a new worker between two busy cores goes to its launcher's every other time",
+          "[models][simulate]") {
+  // A thread per task: the launcher, on core 0, spends 1000 ns on each start; each task computes
+  // 1500. w0 (at 1000) finds core 1 empty. w1 (at 2000) finds one phase on each core: the first
+  // such tie goes away from the launcher, behind w0. w2 (at 3000) finds one on each again: this
+  // time it takes the launcher's core and runs first, so the launcher starts w3 only at 5500.
+  const std::vector<task> ts = cpu_tasks({1500, 1500, 1500, 1500});
+  sim_config c = cfg(placement::one_per_task, 4, 2);
+  c.worker_start_ns = 1000;
+  c.time_slice_ns = 4000;
+  c.balance_delay_ns = 100'000;  // a queue per core, never balanced in this run
+  const sim_result r = simulate(ts, c);
+  CHECK(r.timeline[1].end_ns == 4000);    // behind w0 on core 1
+  CHECK(r.timeline[2].start_ns == 3000);  // ahead of the launcher on core 0
+  CHECK(r.timeline[2].end_ns == 4500);
+  CHECK(r.timeline[3].start_ns == 5500);
+  CHECK(r.makespan_ns == 7000);
+}
+
 TEST_CASE("simulator: the run ends run_end_ns after its last task", "[models][simulate]") {
   const std::vector<task> ts = cpu_tasks({100, 200, 300});
   sim_config c = cfg(placement::dynamic_queue, 2, 2);
