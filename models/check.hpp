@@ -29,7 +29,8 @@ struct prediction {
   /// moves a thread to an idle core only after a delay (calibration::balance_delay_ns). The
   /// simulator runs again with no slice at all (processor sharing), at 1/4 and 1/2 of the median
   /// slice and at the long one, all with one queue that every core serves, and, with more workers
-  /// than cores, with a queue per core at the median and the long slice; low and high are the
+  /// than cores or workers that compute from their start (static blocks, a process pool), with a
+  /// queue per core at the median and the long slice; low and high are the
   /// least and the most of these and of simulated. A launcher that dispatches every task adds one
   /// more: its hand-offs at the cost probed with it and its worker on one core
   /// (near_handoff_ns). Equal to simulated.makespan_ns where none of this changes anything.

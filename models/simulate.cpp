@@ -41,6 +41,7 @@ struct worker_state {
   double slice = 0;      // ns left of the current time slice
   int home = -1;         // per-core queues: the core it last ran on; -1 before it starts
   bool ahead = false;    // per-core queues: just started on its launcher's core, runs first
+  bool fresh = false;    // per-core queues: placed at its start and not yet queued there
 };
 
 struct timer {
@@ -327,16 +328,20 @@ class simulator {
     for (std::deque<std::size_t>& q : cq_) drop_stopped(q);
     for (std::size_t k = 0; k < w_.size(); ++k) {
       worker_state& w = w_[k];
-      if (w.s != state::cpu)
-        w.ahead = false;  // it began with a wait: no longer new when it computes
+      if (w.s != state::cpu) {  // it began with a wait: no longer new when it computes
+        w.ahead = false;
+        w.fresh = false;
+      }
       if (w.s != state::cpu || w.queued) continue;
       w.queued = true;
       w.slice = static_cast<double>(c_.time_slice_ns);
       if (w.home < 0) {
         place_fresh(k);
-      } else if (!w.ahead) {
-        place_woken(k);
+      } else if (!w.ahead && !w.fresh) {
+        place_woken(k);  // a new worker stays where it was started (Linux does not move a task
+                         // just forked to a core that has gone idle meanwhile, until it balances)
       }
+      w.fresh = false;
       std::deque<std::size_t>& q = cq_[static_cast<std::size_t>(w.home)];
       if (w.ahead && !q.empty() && q.front() == nw_) {
         q.insert(q.begin(), k);  // ahead of the launcher, which was computing at the head
@@ -391,8 +396,11 @@ class simulator {
   // more, about half started on the launcher's core). On its launcher's core it runs first (a new
   // thread gets an early deadline) and the launcher waits behind it.
   void place_fresh(std::size_t k) {
-    const std::vector<std::size_t> load = loads_besides(k);
+    std::vector<std::size_t> load = loads_besides(k);
     const auto mine = static_cast<std::size_t>(w_[nw_].home);
+    // A start that costs the launcher time is its own work: it was computing when it made this
+    // worker, even where it has just gone idle (a pool's parent, done forking) or waits from now.
+    if (c_.worker_start_ns > 0 && w_[nw_].s != state::cpu) ++load[mine];
     std::size_t best = mine;
     bool tie = false;
     for (std::size_t c = 0; c < cq_.size(); ++c) {
@@ -405,6 +413,7 @@ class simulator {
     if (tie && load[mine] > 0 && (busy_ties_++ % 2) == 1) best = mine;
     w_[k].home = static_cast<int>(best);
     w_[k].ahead = best == mine;
+    w_[k].fresh = true;
   }
 
   // A core with nothing queued, while another core has a phase waiting, takes the one that has

@@ -463,6 +463,25 @@ TEST_CASE("simulator: a new worker between two busy cores goes to its launcher's
   CHECK(r.makespan_ns == 7000);
 }
 
+TEST_CASE("simulator: a worker started beside a busy core stays there until the balance",
+          "[models][simulate]") {
+  // Two workers of 10000 ns on two cores; starting each costs the launcher (on core 0) 1000.
+  // w0 (at 1000) finds core 1 empty. w1 (at 2000) finds w0 on core 1 and the launcher, whose
+  // start just made it, on core 0: a tie, the first goes away from the launcher, so w1 queues
+  // behind w0 although core 0 is now idle (the launcher is done). At 5000, after the balance
+  // delay, core 0 takes the one waiting: w0, whose slice has just ended (4000 of its work done).
+  const std::vector<task> ts = cpu_tasks({10'000, 10'000});
+  sim_config c = cfg(placement::static_blocks, 2, 2);
+  c.worker_start_ns = 1000;
+  c.time_slice_ns = 4000;
+  CHECK(simulate(ts, c).makespan_ns == 12'000);  // one queue: each has a core from its start
+  c.balance_delay_ns = 3000;
+  const sim_result r = simulate(ts, c);
+  CHECK(r.timeline[0].end_ns == 11'000);
+  CHECK(r.timeline[1].end_ns == 15'000);
+  CHECK(r.makespan_ns == 15'000);
+}
+
 TEST_CASE("simulator: the run ends run_end_ns after its last task", "[models][simulate]") {
   const std::vector<task> ts = cpu_tasks({100, 200, 300});
   sim_config c = cfg(placement::dynamic_queue, 2, 2);
