@@ -268,13 +268,13 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
       << fmt(n > 0 ? 100.0 * static_cast<double>(ok) / static_cast<double>(n) : 0, 1)
       << "%).** Tolerance: 5 % for wait work, 10 % where tasks compute; each point is the median "
          "of "
-         "its repetitions, judged against the prediction made before it ran. Where more CPU phases "
-         "can be runnable than there are cores, the scheduler decides how they share the cores "
-         "(the length of a turn, the core each thread queues on): the prediction is then shown "
-         "with its range over those choices (a time slice of none up to the longest turn "
-         "measured; one queue for all cores, or a queue per core balanced after the measured "
-         "delay), and a point within tolerance of that range is "
-         "within "
+         "its repetitions, judged against the prediction made before it ran. Where the "
+         "scheduler's choices change the makespan (more CPU phases runnable than cores; workers "
+         "that compute from their start, which may start side by side on one core; a process "
+         "pool's parent on its worker's core or on another), the prediction is shown with its "
+         "range over those choices (a time slice of none up to the longest turn measured; one "
+         "queue for all cores, or a queue per core balanced after the measured delay; the "
+         "hand-off probed on one core), and a point within tolerance of that range is within "
          "(\"within the range\").\n\n";
   out << "## Where the model holds\n\nThe points by kind. P is the workers a run started (a thread "
          "or process per task counts each one): with more workers than cores, the kernel's "
@@ -471,9 +471,9 @@ void write_index(const sweep_report& report, const std::vector<scaling_fit>& fit
          "equal to "
          "serial's. Predictions were made before the runs, from each executor's declared schedule "
          "and this machine's calibration. In brackets after a prediction: its range over the "
-         "scheduler's choices (time slice, a queue per core), where more CPU phases can be "
-         "runnable than cores; a point within "
-         "tolerance of that range is within (\"within the range\").</p>\n";
+         "scheduler's choices (time slice, a queue per core, where a process pool's parent "
+         "runs), where they change the makespan; a point within tolerance of that range is "
+         "within (\"within the range\").</p>\n";
   out << "<h2>Where the model holds</h2>\n<table>\n<tr><th class=l>family</th><th "
          "class=l>workload</th><th class=l>workers</th><th>within</th><th>points</th></tr>\n";
   for (const verdict_group& g : group_verdicts(report)) {
