@@ -392,9 +392,9 @@ class simulator {
 
   // A worker's first core, chosen when it starts: the one with the fewest phases computing (Linux
   // places a new thread on the idlest core). On a tie between idle cores, a core other than its
-  // launcher's; between busy ones, every other time its launcher's (of 200 threads of 100 µs or
-  // more, about half started on the launcher's core). On its launcher's core it runs first (a new
-  // thread gets an early deadline) and the launcher waits behind it.
+  // launcher's; between busy ones, every other time its launcher's, or never (see
+  // sim_config::ties_alternate). On its launcher's core it runs first (a new thread gets an
+  // early deadline) and the launcher waits behind it.
   void place_fresh(std::size_t k) {
     std::vector<std::size_t> load = loads_besides(k);
     const auto mine = static_cast<std::size_t>(w_[nw_].home);
@@ -410,7 +410,7 @@ class simulator {
         best = c;
       }
     }
-    if (tie && load[mine] > 0 && (busy_ties_++ % 2) == 1) best = mine;
+    if (tie && load[mine] > 0 && c_.ties_alternate && (busy_ties_++ % 2) == 1) best = mine;
     w_[k].home = static_cast<int>(best);
     w_[k].ahead = best == mine;
     w_[k].fresh = true;

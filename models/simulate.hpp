@@ -40,6 +40,10 @@ struct sim_config {
   /// busy and another empty; and a core with nothing to run takes a waiting phase from the
   /// busiest core only after this long (calibration::balance_delay_ns).
   std::int64_t balance_delay_ns = 0;
+  /// Per-core queues: where a new worker finds two equally busy cores, every other one goes to its
+  /// launcher's core (of 200 threads of 100 µs or more, about half started there); false sends
+  /// each one away from it. Linux's choice varies from run to run, so a range takes both.
+  bool ties_alternate = true;
   bool launcher_dispatches = false;   ///< no worker takes a second task before all are started
   std::int64_t handoff_delay_ns = 0;  ///< launcher_dispatches: wake-ups before a handed task starts
   std::int64_t launcher_handoff_ns = 0;  ///< launcher_dispatches: its CPU per hand-off

@@ -461,6 +461,14 @@ TEST_CASE("simulator: a new worker between two busy cores goes to its launcher's
   CHECK(r.timeline[2].end_ns == 4500);
   CHECK(r.timeline[3].start_ns == 5500);
   CHECK(r.makespan_ns == 7000);
+  // Never to the launcher's core: w2 queues behind w1 on core 1 (4000 to 5500). The launcher,
+  // never held up, starts w3 at 4000; its core counts as busy with that start, w2's as busy too,
+  // so w3 goes away again, behind w2 (5500 to 7000), while core 0 idles.
+  c.ties_alternate = false;
+  const sim_result away = simulate(ts, c);
+  CHECK(away.timeline[2].end_ns == 5500);
+  CHECK(away.timeline[3].start_ns == 4000);
+  CHECK(away.timeline[3].end_ns == 7000);
 }
 
 TEST_CASE("simulator: a worker started beside a busy core stays there until the balance",
