@@ -338,8 +338,9 @@ class simulator {
       if (w.home < 0) {
         place_fresh(k);
       } else if (!w.ahead && !w.fresh) {
-        place_woken(k);  // a new worker stays where it was started (Linux does not move a task
-                         // just forked to a core that has gone idle meanwhile, until it balances)
+        place_woken(k);  // not a new worker: that one stays where it was started, even once the
+                         // other core has gone idle (prefork's first two tasks, side by side at
+                         // half speed for about 10 ms), until the balance moves it
       }
       w.fresh = false;
       std::deque<std::size_t>& q = cq_[static_cast<std::size_t>(w.home)];
