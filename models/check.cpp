@@ -79,7 +79,7 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
     // they start (static blocks; a process pool's first task comes with its fork): two can start
     // on one core, the second made while the launcher still ran on the other, and share it until
     // the balance (development machine, 16 tasks of 5 ms on two workers: static threads read
-    // 1.03–1.20 in five lesson runs, prefork 1.11–1.13 in five quick sweeps, its first two tasks
+    // 1.03–1.20 in five lesson runs, prefork 1.10–1.13 in five quick sweeps, its first two tasks
     // at half speed for about 10 ms). A pool's threads first wait for the caller's tasks, and a
     // thread that wakes goes to an idle core.
     const bool compute_from_start =
