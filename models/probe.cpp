@@ -6,14 +6,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "workloads/calibration.hpp"
 #include "workloads/stats.hpp"
 #include "workloads/task.hpp"
 
@@ -116,6 +117,24 @@ probe_result measure_per_task(const executor& exec, int workers, probe_tasks cpu
   return {median(std::move(wall)), median(std::move(caller_cpu)), median(std::move(worker_cpu))};
 }
 
+// Keeps the calling thread on the first of this process's CPUs while it lives, then lets it use
+// all of them again; does nothing where the thread cannot be pinned.
+class on_first_cpu {
+ public:
+  on_first_cpu() : cpus_(process_cpu_sets()) {
+    pinned_ = cpus_ && sched_setaffinity(0, sizeof(cpus_->first), &cpus_->first) == 0;
+  }
+  ~on_first_cpu() {
+    if (pinned_) (void)sched_setaffinity(0, sizeof(cpus_->all), &cpus_->all);
+  }
+  on_first_cpu(const on_first_cpu&) = delete;
+  on_first_cpu& operator=(const on_first_cpu&) = delete;
+
+ private:
+  std::optional<cpu_sets> cpus_;
+  bool pinned_ = false;
+};
+
 std::mutex probe_mutex;
 constexpr std::int64_t k_one_core_key = -1;  // probed_costs: the probe kept on one CPU
 std::map<std::pair<std::string, std::int64_t>, probe_result> probed_costs;      // probe_mutex
@@ -155,25 +174,10 @@ probe_result probe_executor_on_one_core(const executor& exec) {
   const auto key = std::make_pair(std::string(exec.name), k_one_core_key);
   const auto it = probed_costs.find(key);
   if (it != probed_costs.end()) return it->second;
-  cpu_set_t mine;
-  CPU_ZERO(&mine);
-  bool pinned = false;
-  if (sched_getaffinity(0, sizeof(mine), &mine) == 0) {
-    int cpu = 0;
-    while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    pinned = cpu < CPU_SETSIZE && sched_setaffinity(0, sizeof(one), &one) == 0;
-  }
-  probe_result measured;
-  try {
-    measured = measure_per_task(exec, 1);
-  } catch (...) {
-    if (pinned) (void)sched_setaffinity(0, sizeof(mine), &mine);
-    throw;
-  }
-  if (pinned) (void)sched_setaffinity(0, sizeof(mine), &mine);
+  const probe_result measured = [&] {
+    const on_first_cpu pinned;  // the calling thread, and so every worker it forks or starts
+    return measure_per_task(exec, 1);
+  }();
   probed_costs.emplace(key, measured);
   return measured;
 }

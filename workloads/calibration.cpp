@@ -54,15 +54,9 @@ std::int64_t measure_thread_start() {
 // together they have taken k_turns turns (or k_cap_ns has passed), so a coarse scheduler tick
 // (4 ms at HZ=250) gets as many turns as a fine one. Empty if the threads could not be pinned.
 std::vector<std::int64_t> time_slice_stretches() {
-  cpu_set_t mine;
-  CPU_ZERO(&mine);
-  if (sched_getaffinity(0, sizeof(mine), &mine) != 0) return {};
-  int cpu = 0;
-  while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mine)) ++cpu;
-  if (cpu == CPU_SETSIZE) return {};
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
+  const std::optional<cpu_sets> cpus = process_cpu_sets();
+  if (!cpus) return {};
+  const cpu_set_t one = cpus->first;
   // A gap longer than this between two clock reads means the thread was switched out.
   constexpr std::int64_t k_gap_ns = 20'000;
   constexpr int k_turns = 24;
@@ -139,14 +133,10 @@ std::int64_t process_start_samples() {
 std::int64_t measure_process_start() { return process_start_samples(); }
 
 std::int64_t measure_balance_delay() {
-  cpu_set_t all;
-  CPU_ZERO(&all);
-  if (sched_getaffinity(0, sizeof(all), &all) != 0 || CPU_COUNT(&all) < 2) return 0;
-  int first = 0;
-  while (first < CPU_SETSIZE && !CPU_ISSET(first, &all)) ++first;
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(first, &one);
+  const std::optional<cpu_sets> cpus = process_cpu_sets();
+  if (!cpus || CPU_COUNT(&cpus->all) < 2) return 0;
+  const cpu_set_t all = cpus->all;
+  const cpu_set_t one = cpus->first;
   constexpr std::int64_t k_cap_ns = 200'000'000;
   constexpr int k_tries = 5;
   std::vector<std::int64_t> delays;
@@ -167,7 +157,7 @@ std::int64_t measure_balance_delay() {
       for (;;) {
         const std::int64_t now = ns_since(t0);
         if (moved_ns.load(std::memory_order_relaxed) >= 0 || now > k_cap_ns) break;
-        if (sched_getcpu() != first) {
+        if (const int cpu = sched_getcpu(); cpu >= 0 && !CPU_ISSET(cpu, &one)) {  // moved
           std::int64_t none = -1;
           moved_ns.compare_exchange_strong(none, now);
         }
@@ -253,6 +243,18 @@ int available_cores() {
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
   return static_cast<int>(std::max(1U, std::thread::hardware_concurrency()));
+}
+
+std::optional<cpu_sets> process_cpu_sets() {
+  cpu_sets out{};
+  CPU_ZERO(&out.all);
+  if (sched_getaffinity(0, sizeof(out.all), &out.all) != 0) return std::nullopt;
+  int cpu = 0;
+  while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &out.all)) ++cpu;
+  if (cpu == CPU_SETSIZE) return std::nullopt;
+  CPU_ZERO(&out.first);
+  CPU_SET(cpu, &out.first);
+  return out;
 }
 
 double calibrate_kernel(double* cv, int samples) {

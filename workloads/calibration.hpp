@@ -2,8 +2,11 @@
 // The models' overhead terms come from here, so a prediction uses this machine's numbers.
 #pragma once
 
+#include <sched.h>
+
 #include <array>
 #include <cstdint>
+#include <optional>
 
 namespace clab {
 
@@ -55,6 +58,14 @@ struct calibration {
 
 /// CPUs this process may use: the size of its affinity mask (so `taskset -c 0` counts as 1).
 [[nodiscard]] int available_cores();
+
+/// The CPUs this process may use (its affinity mask) and a set of only the first of them, to pin
+/// a thread to one CPU and later let it go again; empty where the mask cannot be read.
+struct cpu_sets {
+  cpu_set_t all;
+  cpu_set_t first;
+};
+[[nodiscard]] std::optional<cpu_sets> process_cpu_sets();
 
 /// Measures ns per kernel iteration: `samples` samples of about 0.7 ms, their lower quartile.
 [[nodiscard]] double calibrate_kernel(double* cv = nullptr, int samples = 41);

@@ -192,9 +192,8 @@ TEST_CASE("probe: a pool's hand-off cost is measured once and feeds its predicti
   const std::int64_t once = probe_per_task_ns(*pool);
   CHECK(once > 0);                          // a hand-off is never free: a queue operation at least
   CHECK(probe_per_task_ns(*pool) == once);  // remembered, not measured again
-  const calibration m = calibrate();
-  const task_set_spec spec{.tasks = 8, .kind = workload::cpu, .task_us = 100, .seed = 3};
-  const std::vector<task> ts = make_task_set(spec, m.ns_per_iteration);
+  const calibration& m = machine();
+  const std::vector<task> ts = tasks_of(8, workload::cpu, distribution::fixed, 100);
   const prediction p = predict(*pool, ts, 2, m);
   CHECK(p.config.per_task_ns == once);
   CHECK(p.config.run_end_ns == probe_run_end_ns(*pool, 2, ts.size()));  // remembered too
@@ -205,18 +204,16 @@ TEST_CASE("probe: a caller that sleeps on each future is probed on tasks as long
   const executor* naive = find_executor("naive");
   REQUIRE(naive != nullptr);
   REQUIRE(naive->plan.caller_waits_each);
-  const calibration m = calibrate();
+  const calibration& m = machine();
   CHECK_THROWS_AS(probe_executor(*naive, -1), std::invalid_argument);
   CHECK_THROWS_AS(probe_executor(*naive, 1000, 0.0), std::invalid_argument);  // no kernel speed
   // 100 µs tasks on one worker come far further apart than a wake-up: the probe runs such tasks.
-  const task_set_spec spec{.tasks = 8, .kind = workload::cpu, .task_us = 100, .seed = 3};
-  const std::vector<task> ts = make_task_set(spec, m.ns_per_iteration);
+  const std::vector<task> ts = tasks_of(8, workload::cpu, distribution::fixed, 100);
   const probe_result paced = probe_executor(*naive, 100'000, m.ns_per_iteration);
   CHECK(probe_executor(*naive, 100'000, m.ns_per_iteration).per_task_ns == paced.per_task_ns);
   CHECK(predict(*naive, ts, 1, m).config.per_task_ns == paced.per_task_ns);
   // 1 µs tasks come closer together than that: the empty probe stands.
-  const task_set_spec tiny{.tasks = 8, .kind = workload::cpu, .task_us = 1, .seed = 3};
-  const std::vector<task> small = make_task_set(tiny, m.ns_per_iteration);
+  const std::vector<task> small = tasks_of(8, workload::cpu, distribution::fixed, 1);
   CHECK(predict(*naive, small, 1, m).config.per_task_ns == probe_per_task_ns(*naive));
   forget_probes();
 }
@@ -230,9 +227,8 @@ TEST_CASE("probe: a dispatching launcher's hand-off on one core widens the range
   const probe_result near = probe_executor_on_one_core(*pool);
   CHECK(near.per_task_ns > 0);        // two pipe writes and two reads at least
   CHECK(available_cores() == cores);  // the calling thread may use all its CPUs again
-  const calibration m = calibrate();
-  const task_set_spec spec{.tasks = 64, .kind = workload::cpu, .task_us = 10, .seed = 3};
-  const std::vector<task> ts = make_task_set(spec, m.ns_per_iteration);
+  const calibration& m = machine();
+  const std::vector<task> ts = tasks_of(64, workload::cpu, distribution::fixed, 10);
   const prediction p = predict(*pool, ts, 2, m);
   if (cores > 1) {
     CHECK(p.near_handoff_ns == near.per_task_ns);  // remembered, not measured again
