@@ -78,12 +78,19 @@ bool follows_p(const sweep_report& r, const std::string& executor) {
   return ps.size() > 1;
 }
 
+/// Every executor of the sweep, lesson by lesson (within a lesson in the sweep's own order), so
+/// that each family of the plots is one contiguous run of data blocks.
 std::vector<std::string> executors_of(const sweep_report& r) {
-  std::vector<std::string> names;
+  std::vector<std::pair<int, std::string>> found;
   for (const sweep_point& p : r.points) {
-    if (std::find(names.begin(), names.end(), p.executor) == names.end())
-      names.push_back(p.executor);
+    if (std::none_of(found.begin(), found.end(),
+                     [&](const auto& f) { return f.second == p.executor; }))
+      found.emplace_back(p.lesson, p.executor);
   }
+  std::stable_sort(found.begin(), found.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> names;
+  for (auto& f : found) names.push_back(std::move(f.second));
   return names;
 }
 
@@ -174,6 +181,7 @@ sweep_report read_sweep(const nlohmann::json& gbench) {
     sweep_point p;
     parse_name(run, p);
     p.makespan_ns = to_ns(b.at("real_time").get<double>(), b.value("time_unit", std::string("ns")));
+    p.lesson = static_cast<int>(b.value("lesson", 0.0));
     p.tasks = b.at("tasks").get<double>();
     p.workers = b.at("workers").get<double>();
     p.workers_used = b.at("workers_used").get<double>();
@@ -439,6 +447,15 @@ void write_plot_data(const sweep_report& report, const std::vector<scaling_fit>&
   vars << "executors = \"";
   for (std::size_t i = 0; i < execs.size(); ++i) vars << (i ? " " : "") << execs[i];
   vars << "\"\nn_executors = " << execs.size() << "\n";
+  // The blocking family (lessons 00-04) comes first in registry order; the plots draw it and the
+  // asynchronous family (05 on) in panels of their own.
+  std::size_t blocking = 0;
+  for (const std::string& e : execs) {
+    const auto it = std::find_if(report.points.begin(), report.points.end(),
+                                 [&](const sweep_point& p) { return p.executor == e; });
+    if (it != report.points.end() && it->lesson < 5) ++blocking;
+  }
+  vars << "n_blocking = " << blocking << "\n";
   // Executors whose worker count follows P (the speedup plots), with the colour each has in every
   // other plot: its position in the registry, plus one.
   std::size_t scaling = 0;

@@ -18,6 +18,7 @@ namespace clab {
 struct sweep_point {
   std::string family;    ///< scaling | granularity
   std::string executor;  ///< as registered
+  int lesson = 0;        ///< the executor's lesson: 00-04 blocking, 05 on asynchronous
   std::string workload;  ///< cpu | wait | mixed
   std::string dist;      ///< fixed | uniform | exp | bimodal
   double tasks = 0, workers = 0, workers_used = 0, cores = 0, task_us = 0;

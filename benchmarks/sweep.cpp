@@ -5,6 +5,7 @@
 //
 //   bench_sweep [--quick] [--timeline-out=FILE] [Google Benchmark flags...]
 #include <benchmark/benchmark.h>
+#include <regex.h>
 #include <sys/utsname.h>
 
 #include <chrono>
@@ -177,6 +178,7 @@ void run_point(benchmark::State& state, prepared& p, progress& bar, int repetiti
   }
   const task_set_totals tot = totals(p.tasks);
   auto& c = state.counters;
+  c["lesson"] = std::stod(std::string(p.pt.exec->lesson));  // the report groups by family
   c["tasks"] = static_cast<double>(p.tasks.size());
   c["workers"] = p.pt.workers;
   c["workers_used"] = p.predicted.config.workers;
@@ -274,6 +276,29 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
+  // Google Benchmark applies --benchmark_filter only when it runs, but every point is predicted
+  // (and its executor probed) before that: points the filter leaves out are dropped here first,
+  // so a filtered sweep costs only its own points. A leading '-' excludes, as in Google Benchmark.
+  std::string filter;
+  for (const char* a : rest) {
+    const std::string_view s = a;
+    if (s.rfind("--benchmark_filter=", 0) == 0) filter = std::string(s.substr(19));
+  }
+  const bool exclude = !filter.empty() && filter.front() == '-';
+  // POSIX extended regular expressions, the dialect of Google Benchmark's own filter.
+  regex_t selected;
+  if (regcomp(&selected,
+              filter.empty() ? "."
+              : exclude      ? filter.c_str() + 1
+                             : filter.c_str(),
+              REG_EXTENDED | REG_NOSUB) != 0) {
+    std::fprintf(stderr, "bench_sweep: --benchmark_filter: '%s' is not a regular expression\n",
+                 filter.c_str());
+    return 2;
+  }
+  const auto wanted = [&selected, exclude](const std::string& name) {
+    return (regexec(&selected, name.c_str(), 0, nullptr, 0) == 0) != exclude;
+  };
   int rest_argc = static_cast<int>(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 2;
@@ -284,6 +309,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<prepared>> points;
   double total_s = 0;
   for (const point& pt : plan_sweep(quick, machine.cores)) {
+    if (!wanted(name_of(pt))) continue;
     auto p = std::make_unique<prepared>();
     p->pt = pt;
     p->tasks = make_task_set(pt.spec, machine.ns_per_iteration);
@@ -305,6 +331,7 @@ int main(int argc, char** argv) {
         ->Repetitions(repetitions)
         ->DisplayAggregatesOnly(true);
   }
+  regfree(&selected);
   if (!timeline.empty()) write_timeline(timeline, machine);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -30,6 +30,8 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
       probed ? probe_executor(exec, probe_task_ns, machine.ns_per_iteration) : probe_result{};
   p.config = configure(exec.plan, workers, tasks.size(), machine, probe.per_task_ns,
                        probe.caller_cpu_ns, probe.worker_cpu_ns);
+  // An event loop's timers are its own, not a blocking sleep: their lateness is probed on it.
+  if (exec.plan.probe_wait_overshoot) p.config.wait_overshoot = probe_wait_overshoot(exec);
   // What the executor does after its last task (joins, reaps) is measured on the executor too. On
   // the development machine: 60–100 µs to join 2–16 threads, 0.3–0.6 ms to close and reap 2–8
   // pool processes, more the more memory this process held when it forked them.
@@ -99,7 +101,8 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   const task_set_totals tot = totals(as_run);
   const bool computes = tot.sum_cpu_ns > 0;
   const bool waits = tot.sum_cpu_ns < tot.sum_ns;
-  p.graham_applies = !(computes && waits);
+  // A non-blocking worker is no machine of Graham's at all where tasks wait: it overlaps them.
+  p.graham_applies = !(computes && waits) && !(waits && exec.plan.waits == wait_mode::nonblocking);
   p.graham_workers =
       computes ? effective_parallelism(p.config.workers, machine.cores) : p.config.workers;
   p.graham = graham_bounds(as_run, p.graham_workers);
@@ -125,6 +128,7 @@ checked_run run_and_check(const executor& exec, std::span<const task> tasks,
     ro.task_timeout = options.task_timeout;
     ro.stop = options.stop;
     ro.on_error = options.on_error;
+    ro.slow_callback = options.slow_callback;
     run_result result = measure(exec, tasks, ro);
     verification v = verify(tasks, result, reference);
     if (!v.ok || r == 0) out.verified = std::move(v);  // keep the first failure, if any

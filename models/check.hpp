@@ -61,6 +61,7 @@ struct check_options {
   std::optional<std::chrono::milliseconds> task_timeout;
   std::stop_token stop;  ///< cancellation, passed to every run
   error_policy on_error = error_policy::collect_all;
+  std::optional<std::chrono::milliseconds> slow_callback;  ///< see run_options::slow_callback
 };
 
 struct checked_run {

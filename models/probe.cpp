@@ -139,6 +139,7 @@ std::mutex probe_mutex;
 constexpr std::int64_t k_one_core_key = -1;  // probed_costs: the probe kept on one CPU
 std::map<std::pair<std::string, std::int64_t>, probe_result> probed_costs;      // probe_mutex
 std::map<std::tuple<std::string, int, std::size_t>, std::int64_t> probed_ends;  // probe_mutex
+std::map<std::string, overshoot_curve> probed_overshoots;                       // probe_mutex
 
 }  // namespace
 
@@ -146,6 +147,7 @@ void forget_probes() {
   const std::lock_guard lock(probe_mutex);
   probed_costs.clear();
   probed_ends.clear();
+  probed_overshoots.clear();
 }
 
 probe_result probe_executor(const executor& exec, std::int64_t task_cpu_ns,
@@ -197,6 +199,34 @@ std::int64_t probe_run_end_ns(const executor& exec, int workers, std::size_t n) 
   const std::int64_t measured = median(std::move(tails));
   probed_ends.emplace(key, measured);
   return measured;
+}
+
+overshoot_curve probe_wait_overshoot(const executor& exec) {
+  const std::lock_guard lock(probe_mutex);
+  const auto it = probed_overshoots.find(std::string(exec.name));
+  if (it != probed_overshoots.end()) return it->second;
+  constexpr std::size_t k_tasks = 8;
+  overshoot_curve curve;
+  for (std::size_t l = 0; l < overshoot_curve::k_lengths_ns.size(); ++l) {
+    std::vector<task> tasks = make_tasks(k_tasks, {});
+    for (task& t : tasks) t.wait_ns = overshoot_curve::k_lengths_ns[l];
+    std::vector<std::int64_t> late;
+    for (int rep = 0; rep < 3; ++rep) {
+      const run_result r = measure(exec, tasks, {.workers = 1});
+      if (r.records.size() != k_tasks) {
+        throw std::runtime_error("probe: executor '" + std::string(exec.name) + "' completed " +
+                                 std::to_string(r.records.size()) + " of " +
+                                 std::to_string(k_tasks) + " waiting probe tasks");
+      }
+      for (const task_record& rec : r.records) {
+        late.push_back(
+            std::max<std::int64_t>(0, rec.end_ns - rec.start_ns - tasks[rec.id].wait_ns));
+      }
+    }
+    curve.overshoot_ns[l] = median(std::move(late));
+  }
+  probed_overshoots.emplace(std::string(exec.name), curve);
+  return curve;
 }
 
 }  // namespace clab

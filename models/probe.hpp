@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "workloads/calibration.hpp"
 #include "workloads/run.hpp"
 
 namespace clab {
@@ -53,6 +54,13 @@ struct probe_result {
 /// its parent held when it forked, so this is measured in the process as it is, like the
 /// per-task probe, and remembered per executor, P and task count until forget_probes().
 [[nodiscard]] std::int64_t probe_run_end_ns(const executor& exec, int workers, std::size_t n);
+
+/// How late `exec`'s own timers fire (an event loop's, whose timers are not a blocking sleep):
+/// at each length of overshoot_curve, 8 tasks that only wait that long run through `exec` with
+/// one worker, three times, and the curve holds the median of end − start − wait over the 24
+/// records (the wake-up and the callback's dispatch, everything the loop adds to a wait).
+/// Remembered per executor like the other probes.
+[[nodiscard]] overshoot_curve probe_wait_overshoot(const executor& exec);
 
 /// Forgets every probe, so that the next call measures again: for a long-lived process whose
 /// state changes what a unit costs (a fork costs more the more memory the parent holds).

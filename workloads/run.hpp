@@ -48,6 +48,9 @@ struct run_options {
   /// reported failed as cancelled. Tasks already running finish (a thread cannot be interrupted).
   std::stop_token stop;
   error_policy on_error = error_policy::collect_all;
+  /// Event loops (lesson 05 on): report every callback that runs longer than this, on stderr, and
+  /// name one that is still running past it (the loop's lag monitor). Others ignore it.
+  std::optional<std::chrono::milliseconds> slow_callback;
 };
 
 struct run_result {
@@ -120,6 +123,10 @@ struct schedule {
   /// length: empty tasks end before the caller looks, long ones after it has gone to sleep. The
   /// probe therefore runs tasks as long as the run's (up to 100 µs) rather than empty ones.
   bool caller_waits_each = false;
+  /// The executor waits on timers of its own (an event loop's), not on a blocking sleep: how late
+  /// they fire is probed on the executor (see probe_wait_overshoot()) instead of taken from the
+  /// calibration's sleep_overshoot.
+  bool probe_wait_overshoot = false;
 };
 
 using run_function = run_result (*)(std::span<const task>, const run_options&);
@@ -130,6 +137,10 @@ struct executor {
   std::string_view summary;  ///< one line for --list
   schedule plan;
   bool can_enforce_timeout = false;  ///< true where a hung task can be stopped (processes)
+  /// Why --task-timeout-ms is refused, where the lesson's general reason (a thread cannot be
+  /// killed) is not the one that applies: "a loop cannot interrupt a running callback".
+  std::string_view no_timeout_because;
+  bool lag_monitor = false;  ///< honours run_options::slow_callback (our event loops)
   run_function run = nullptr;
 };
 

@@ -56,6 +56,7 @@ struct flags {
   std::optional<int> task_timeout_ms;
   std::optional<int> cancel_after_ms;
   std::string errors = "all";
+  std::optional<int> slow_callback_ms;
 };
 
 struct plan {
@@ -133,7 +134,15 @@ plan check(const flags& f, const lesson_info& lesson) {
   if (f.cancel_after_ms && f.repeat > 1) {
     throw usage_error("--cancel-after-ms: cancels one run; allowed only with --repeat 1");
   }
+  if (f.slow_callback_ms && !p.exec->lag_monitor) {
+    throw usage_error("--slow-callback-ms: executor '" + std::string(p.exec->name) +
+                      "' has no lag monitor; allowed with this lesson's own loops");
+  }
   if (f.task_timeout_ms && !p.exec->can_enforce_timeout) {
+    if (!p.exec->no_timeout_because.empty()) {
+      throw usage_error("--task-timeout-ms: executor '" + std::string(p.exec->name) +
+                        "' cannot stop a running task: " + std::string(p.exec->no_timeout_because));
+    }
     throw usage_error("--task-timeout-ms: executor '" + std::string(p.exec->name) +
                       "' cannot stop a running task (a thread cannot be killed); processes can, "
                       "from lesson 02");
@@ -322,7 +331,8 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
       over += c.wait_overshoot.at(t.wait_ns);
       waits += t.wait_ns > 0 ? 1 : 0;
     }
-    std::printf(", +%s overshoot per wait",
+    std::printf(c.waits == wait_mode::nonblocking ? ", +%s timer lateness per wait (probed)"
+                                                  : ", +%s overshoot per wait",
                 format_ns(over / static_cast<std::int64_t>(waits)).c_str());
   }
   std::printf("\n");
@@ -331,6 +341,10 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
         "bounds     Graham on P = %d: %s ≤ T ≤ %s for a greedy schedule · serial Σt_i = %s\n",
         pred.graham_workers, format_ns(pred.graham.lower_ns).c_str(),
         format_ns(pred.graham.upper_ns).c_str(), format_ns(pred.serial_ns).c_str());
+  } else if (c.waits == wait_mode::nonblocking) {
+    std::printf(
+        "bounds     waits overlap: T ≥ max(Σc/min(P,cores), max t) = %s · serial Σt_i = %s\n",
+        format_ns(pred.lower_bound_ns).c_str(), format_ns(pred.serial_ns).c_str());
   } else {
     std::printf("bounds     T ≥ max(Σc/min(P,cores), Σt/P, max t) = %s · serial Σt_i = %s\n",
                 format_ns(pred.lower_bound_ns).c_str(), format_ns(pred.serial_ns).c_str());
@@ -444,6 +458,7 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
   opts.tolerance = default_tolerance(p.spec.kind);
   if (f.task_timeout_ms) opts.task_timeout = std::chrono::milliseconds(*f.task_timeout_ms);
   opts.on_error = f.errors == "first" ? error_policy::stop_at_first : error_policy::collect_all;
+  if (f.slow_callback_ms) opts.slow_callback = std::chrono::milliseconds(*f.slow_callback_ms);
   const std::vector<std::uint64_t> reference = reference_checksums(tasks);
   std::stop_source cancel;
   opts.stop = cancel.get_token();
@@ -533,6 +548,12 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
   app.add_option("--task-timeout-ms", f.task_timeout_ms,
                  "M: stop a task after M ms, where the executor can")
       ->check(CLI::Range(1, 3'600'000));
+  if (lesson.slow_callback_flag) {
+    app.add_option("--slow-callback-ms", f.slow_callback_ms,
+                   "M: report every callback that runs longer than M ms, and name one that is "
+                   "still running past it while it runs (the loop's lag monitor)")
+        ->check(CLI::Range(1, 3'600'000));
+  }
   app.footer(std::string(lesson.more_help) +
              "Exit status: 0 every task completed and verified; 1 a task failed or a checksum "
              "differed; 2 bad input.");

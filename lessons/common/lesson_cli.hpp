@@ -16,6 +16,7 @@ struct lesson_info {
   std::string_view title;                      ///< "threads"
   std::span<const executor* const> executors;  ///< the first is the default --executor
   std::string_view more_help;  ///< a lesson's own modes, handled before lesson_main (for --help)
+  bool slow_callback_flag = false;  ///< offer --slow-callback-ms (the event loops' lag monitor)
 };
 
 /// The whole lesson program; returns its exit status.

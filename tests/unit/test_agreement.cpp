@@ -5,6 +5,7 @@
 
 #include "lessons/00_serial/serial.hpp"
 #include "lessons/01_threads/threads.hpp"
+#include "lessons/05_event_loop/executors.hpp"
 #include "models/bounds.hpp"
 #include "models/check.hpp"
 
@@ -12,11 +13,13 @@ using namespace clab;
 
 namespace {
 
-checked_run check_waits(const executor& e, std::size_t n, double us, int workers, distribution d) {
+checked_run check_waits(const executor& e, std::size_t n, double us, int workers, distribution d,
+                        std::int64_t* sum_ns = nullptr) {
   const calibration m = calibrate();
   const auto ts =
       make_task_set({.tasks = n, .kind = workload::wait, .dist = d, .task_us = us, .seed = 3},
                     m.ns_per_iteration);
+  if (sum_ns != nullptr) *sum_ns = totals(ts).sum_ns;
   const prediction p = predict(e, ts, workers, m);
   return run_and_check(e, ts, p, {.workers = workers, .repeats = 3, .tolerance = 0.05},
                        reference_checksums(ts));
@@ -73,4 +76,25 @@ TEST_CASE("static partition skew: two long waits in one block exceed Graham's gr
   REQUIRE(r.verified.ok);
   CHECK(r.judged.ratio == Approx(1.0).margin(0.05));
   CHECK(r.makespan_ns > p.graham.upper_ns);
+}
+
+TEST_CASE("one loop overlaps 1000 waits of 10 ms: T ≈ max t_i plus the loop's costs, not Σ t_i",
+          "[agreement][05]") {
+  std::int64_t sum_ns = 0;
+  const checked_run r = check_waits(loop_executor(), 1000, 10'000, 1, distribution::fixed, &sum_ns);
+  REQUIRE(r.verified.ok);
+  const auto sum = static_cast<double>(sum_ns);
+  CHECK(r.makespan_ns >= 10'000'000);                     // physics: the longest wait
+  CHECK(static_cast<double>(r.makespan_ns) < sum / 100);  // one thread, yet far from Σ t_i
+  // The model adds the loop's probed cost per task and its probed timer lateness.
+  CHECK(r.judged.ratio == Approx(1.0).margin(0.05));
+}
+
+TEST_CASE("a callback that sleeps through its wait stalls the loop: blocking takes Σ t_i",
+          "[agreement][05]") {
+  std::int64_t sum_ns = 0;
+  const checked_run r = check_waits(blocking_executor(), 8, 5'000, 1, distribution::exp, &sum_ns);
+  REQUIRE(r.verified.ok);
+  CHECK(r.makespan_ns >= sum_ns);  // physics: one sleep after another
+  CHECK(r.judged.ratio == Approx(1.0).margin(0.05));
 }
