@@ -2,8 +2,8 @@
 # packages first, so `make test` alone goes from a fresh clone to passing tests.
 #   make test                 build the release preset and run every test
 #   make bench                measure every executor, check each point against its model, plot,
-#                             report (results/latest/index.html); make bench QUICK=1: a smaller
-#                             sweep, under two minutes on 2 cores
+#                             report (results/latest/index.html), budgeted to ten minutes on 2
+#                             cores; make bench QUICK=1: a smaller sweep, budgeted to two
 #   make lessons              build every lesson program
 #   make lesson N=1 ARGS="--workers 4"   run one lesson; exits with the program's own status
 #   make test PRESET=tsan     the same under ThreadSanitizer (also: debug, asan)

@@ -426,16 +426,32 @@ void write_plot_data(const sweep_report& report, const std::vector<scaling_fit>&
           << ms(std::max(p.predicted_high_ns, p.predicted_ns)) << '\n';
     }
   }
-  // Per-unit costs from bench_units (aggregate medians).
+  // Per-unit costs from bench_units (aggregate medians; a row measured once, as the million
+  // timers are in a quick run, has no aggregate: its one repetition stands for itself).
   if (units != nullptr) {
     std::ofstream out(dir / "units.dat");
     out << "# ns_per_unit name\n";
+    std::map<std::string, int> repetitions;
     for (const auto& b : (*units)["benchmarks"]) {
-      if (b.value("aggregate_name", std::string()) != "median") continue;
+      if (b.value("run_type", std::string()) == "iteration") ++repetitions[b.value("run_name", "")];
+    }
+    for (const auto& b : (*units)["benchmarks"]) {
       const std::string name = b.value("run_name", std::string());
+      const bool once = b.value("run_type", std::string()) == "iteration" && repetitions[name] == 1;
+      if (!once && b.value("aggregate_name", std::string()) != "median") continue;
       if (!b.contains("ns_per_unit") || !b["ns_per_unit"].is_number()) continue;
       const double ns = b["ns_per_unit"].get<double>();
-      std::string label = name.substr(0, name.find("/real_time"));
+      // The row's own name: Google Benchmark's settings (min_time:, iterations:, repeats:,
+      // real_time) are left out of the label.
+      std::string label;
+      for (std::size_t at = 0; at <= name.size();) {
+        const std::size_t end = std::min(name.find('/', at), name.size());
+        const std::string part = name.substr(at, end - at);
+        if (part.find(':') == std::string::npos && part != "real_time") {
+          label += (label.empty() ? "" : "/") + part;
+        }
+        at = end + 1;
+      }
       std::replace(label.begin(), label.end(), '_', ' ');
       out << fmt(ns, 2) << " \"" << label << "\"\n";
     }

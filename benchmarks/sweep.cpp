@@ -8,6 +8,7 @@
 #include <regex.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,11 +17,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "lessons/registry.hpp"
 #include "models/check.hpp"
-#include "models/probe.hpp"
 #include "workloads/calibration.hpp"
 #include "workloads/verify.hpp"
 
@@ -36,6 +37,7 @@ struct point {
 
 struct prepared {
   point pt;
+  int repetitions = 3;
   std::vector<task> tasks;
   std::vector<std::uint64_t> reference;
   prediction predicted;
@@ -58,14 +60,23 @@ std::vector<point> plan_sweep(bool quick, int cores) {
   // Tasks of 5 ms: long beside a thread start (~30 µs) and a scheduler time slice (~3 ms), so the
   // scaling points measure the executors, not the noise; the granularity series covers small tasks.
   const double task_us = 5000;
-  std::vector<distribution> dists{distribution::fixed, distribution::bimodal};
+  // The quick run draws the plots (which show the fixed distribution) and leaves the uneven
+  // distributions, where the schedules differ, to the full run: its time is then set by the
+  // number of executors, about 5 s each on 2 cores, not by the number of distributions too.
+  std::vector<distribution> dists{distribution::fixed};
   if (!quick)
     dists = {distribution::fixed, distribution::uniform, distribution::exp, distribution::bimodal};
   for (const executor* e : all_executors()) {
     // Executors whose worker count does not follow P are measured once, not once per P.
     const bool follows_p = e->plan.workers == worker_rule::requested;
+    // A library's row is there to be compared with ours on the plots, which draw the fixed
+    // distribution; the full run adds bimodal for it, where schedules differ most, not all four.
+    const std::vector<distribution> own =
+        !e->reference || quick
+            ? dists
+            : std::vector<distribution>{distribution::fixed, distribution::bimodal};
     for (workload w : {workload::cpu, workload::wait, workload::mixed}) {
-      for (distribution d : dists) {
+      for (distribution d : own) {
         for (int p : follows_p ? ps : std::vector<int>{1}) {
           pts.push_back(
               {"scaling", e, {.tasks = n, .kind = w, .dist = d, .task_us = task_us, .seed = 1}, p});
@@ -78,10 +89,14 @@ std::vector<point> plan_sweep(bool quick, int cores) {
                                           : std::vector<double>{1, 3, 10, 30, 100, 300, 1000, 3000};
     for (double us : sizes) {
       // Enough tasks that the run lasts well past a thread start and a timer tick (about 10 ms
-      // of work per core), at least 64; at most 16384 through a pool, and at most 256 (1024 in
-      // the full run) where every task starts its own thread or process.
+      // of work per core), at least 64; at most 16384 through a pool. Where every task starts its
+      // own thread, at most 256 (1024 in the full run); its own process (2-8 ms each here), 64
+      // (256): past a few dozen starts the per-task cost is measured and the rest is waiting.
       const bool one_each = e->plan.workers == worker_rule::one_per_task;
-      const double most = one_each ? (quick ? 256.0 : 1024.0) : 16384.0;
+      const bool process_each = one_each && e->plan.worker_start != unit_cost::thread_start;
+      const double most = process_each ? (quick ? 64.0 : 256.0)
+                          : one_each   ? (quick ? 256.0 : 1024.0)
+                                       : 16384.0;
       const auto n_tasks =
           static_cast<std::size_t>(std::clamp(std::ceil(10'000.0 * cores / us), 64.0, most));
       pts.push_back({"granularity",
@@ -97,6 +112,20 @@ std::vector<point> plan_sweep(bool quick, int cores) {
   return pts;
 }
 
+/// Repetitions of one point: the most (9) where its predicted runs fit the budget (3 s), never
+/// fewer than 3, so that a median and a spread exist; a quick run takes 3 of every point. The
+/// budget is what keeps the full sweep's time set by design: the slow points (a process per task,
+/// 16384 tasks through a pipe) get three runs, the fast ones every repetition.
+int repetitions_for(double predicted_s, bool quick) {
+  constexpr int k_least = 3;
+  constexpr int k_most = 9;
+  constexpr double k_budget_s = 3.0;
+  if (quick) return k_least;
+  int reps = k_most;
+  while (reps > k_least && reps * predicted_s > k_budget_s) --reps;
+  return reps;
+}
+
 std::string name_of(const point& pt) {
   char buf[256];
   std::snprintf(buf, sizeof buf, "%s/%s/%s/%s/n:%zu/p:%d/us:%g", pt.family.c_str(),
@@ -107,14 +136,18 @@ std::string name_of(const point& pt) {
 }
 
 /// Progress on stderr: which point, how far, and the time left, estimated from the predictions.
+/// At the end it says where the wall time went: the sweep's budget is designed from that list.
 class progress {
  public:
   progress(double total_predicted_s, std::size_t points)
       : total_s_(total_predicted_s), points_(points), start_(std::chrono::steady_clock::now()) {}
   void begin(const std::string& name, double predicted_s) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!names_.empty()) walls_.push_back(std::chrono::duration<double>(now - last_).count());
+    names_.push_back(name);
+    last_ = now;
     ++done_points_;
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
     const double frac = total_s_ > 0 ? done_s_ / total_s_ : 0;
     const double left = frac > 0.05 ? elapsed / frac - elapsed : total_s_ - done_s_;
     std::fprintf(stderr, "\r[%3zu/%zu] %3.0f%%  %5.0f s left  %-60s", done_points_, points_,
@@ -122,7 +155,34 @@ class progress {
     std::fflush(stderr);
     done_s_ += predicted_s;
   }
-  ~progress() { std::fprintf(stderr, "\n"); }
+  ~progress() {
+    if (names_.empty()) return;
+    const auto now = std::chrono::steady_clock::now();
+    walls_.push_back(std::chrono::duration<double>(now - last_).count());
+    std::fprintf(stderr, "\n");
+    // Wall time per executor (its points' runs, repetitions, probes and calibration together).
+    std::map<std::string, double> by_exec;
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      const std::string& n = names_[i];
+      const auto a = n.find('/') + 1;
+      by_exec[n.substr(a, n.find('/', a) - a)] += walls_[i];
+    }
+    std::vector<std::pair<double, std::string>> order;
+    for (const auto& [e, s] : by_exec) order.emplace_back(s, e);
+    std::sort(order.rbegin(), order.rend());
+    std::string line;
+    for (const auto& [s, e] : order) line += " " + e + " " + std::to_string(std::lround(s)) + " s,";
+    if (!line.empty()) line.pop_back();
+    std::fprintf(stderr, "sweep: %zu points in %.0f s; by executor:%s\n", names_.size(),
+                 std::chrono::duration<double>(now - start_).count(), line.c_str());
+    std::vector<std::size_t> slow(names_.size());
+    for (std::size_t i = 0; i < slow.size(); ++i) slow[i] = i;
+    std::sort(slow.begin(), slow.end(), [this](auto a, auto b) { return walls_[a] > walls_[b]; });
+    slow.resize(std::min<std::size_t>(slow.size(), 5));
+    std::fprintf(stderr, "sweep: the slowest points:");
+    for (std::size_t i : slow) std::fprintf(stderr, " %s %.1f s;", names_[i].c_str(), walls_[i]);
+    std::fprintf(stderr, "\n");
+  }
 
  private:
   double total_s_;
@@ -130,19 +190,23 @@ class progress {
   std::size_t points_;
   std::size_t done_points_ = 0;
   std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_;
+  std::vector<std::string> names_;
+  std::vector<double> walls_;
 };
 
-void run_point(benchmark::State& state, prepared& p, progress& bar, int repetitions,
-               const calibration& machine) {
+void run_point(benchmark::State& state, prepared& p, progress& bar, const calibration& machine) {
+  const int repetitions = p.repetitions;
   static std::map<const prepared*, int> calls;  // Google Benchmark calls once per repetition
   if (calls[&p]++ == 0) {
     bar.begin(name_of(p.pt),
               static_cast<double>(p.predicted.simulated.makespan_ns) * repetitions / 1e9);
-    // Probe again now, in the process as it is when the point runs: by now this process holds
-    // every point's task set, and a fork costs more the more memory its parent holds.
-    // The kernel's speed is measured again too: on a shared host it drifts during a sweep of a
-    // minute or more (another guest on the same physical core), and a task's CPU part is its
-    // iteration count at the speed of the moment. The iterations, and so the checksums, stay.
+    // Predict again now with the kernel's speed measured again: on a shared host it drifts
+    // during a sweep of a minute or more (another guest on the same physical core), and a task's
+    // CPU part is its iteration count at the speed of the moment. The iterations, and so the
+    // checksums, stay. The executors' probes were taken once, before the first point, with every
+    // task set already built (a fork costs more the more memory its parent holds): taking them
+    // again at every point cost a third of a second a point, a third of the quick sweep.
     const schedule& plan = p.pt.exec->plan;
     calibration now = machine;
     now.ns_per_iteration = calibrate_kernel(nullptr, 15);
@@ -152,8 +216,7 @@ void run_point(benchmark::State& state, prepared& p, progress& bar, int repetiti
     if (plan.worker_start == unit_cost::process_start) {
       now.process_start_ns = measure_process_start();
     }
-    forget_probes();  // the run-end probe applies to every executor
-    p.predicted = predict(*p.pt.exec, p.tasks, p.pt.workers, now);
+    p.predicted = predict(*p.pt.exec, p.tasks, p.pt.workers, now);  // the probes are cached
   }
   double stretch = 1.0;
   for (auto _ : state) {
@@ -303,32 +366,62 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&rest_argc, rest.data());
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 2;
 
+  const auto setup_start = std::chrono::steady_clock::now();
   const calibration machine = calibrate();
   describe_machine(machine);
-  const int repetitions = quick ? 5 : 9;
   std::vector<std::unique_ptr<prepared>> points;
   double total_s = 0;
+  // Points that differ only in executor or P share a task set, so each set and its reference
+  // checksums (the serial computation of every task: seconds in all) are made once.
+  std::map<std::tuple<std::size_t, workload, distribution, double, std::uint64_t>, const prepared*>
+      made;
   for (const point& pt : plan_sweep(quick, machine.cores)) {
     if (!wanted(name_of(pt))) continue;
     auto p = std::make_unique<prepared>();
     p->pt = pt;
-    p->tasks = make_task_set(pt.spec, machine.ns_per_iteration);
-    p->reference = reference_checksums(p->tasks);
-    p->predicted = predict(*pt.exec, p->tasks, pt.workers, machine);
-    total_s += static_cast<double>(p->predicted.simulated.makespan_ns) * repetitions / 1e9;
+    const auto key =
+        std::make_tuple(pt.spec.tasks, pt.spec.kind, pt.spec.dist, pt.spec.task_us, pt.spec.seed);
+    if (const auto it = made.find(key); it != made.end()) {
+      p->tasks = it->second->tasks;
+      p->reference = it->second->reference;
+    } else {
+      p->tasks = make_task_set(pt.spec, machine.ns_per_iteration);
+      p->reference = reference_checksums(p->tasks);
+      made.emplace(key, p.get());
+    }
     points.push_back(std::move(p));
   }
+  std::map<std::string_view, double> probe_s;  // prediction time per executor: its probes
+  for (const auto& p : points) {  // the probes run with every task set in memory (see run_point)
+    const auto t0 = std::chrono::steady_clock::now();
+    p->predicted = predict(*p->pt.exec, p->tasks, p->pt.workers, machine);
+    probe_s[p->pt.exec->name] +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double predicted_s = static_cast<double>(p->predicted.simulated.makespan_ns) / 1e9;
+    p->repetitions = repetitions_for(predicted_s, quick);
+    total_s += predicted_s * p->repetitions;
+  }
+  std::fprintf(
+      stderr,
+      "sweep: calibration and %zu predictions took %.0f s; the runs are predicted to take %.0f s\n",
+      points.size(),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count(),
+      total_s);
+  std::fprintf(stderr, "sweep: predictions (the probes) by executor:");
+  for (const auto& [e, secs] : probe_s) {
+    std::fprintf(stderr, " %.*s %.1f s", static_cast<int>(e.size()), e.data(), secs);
+  }
+  std::fprintf(stderr, "\n");
   progress bar(total_s, points.size());
   for (const auto& p : points) {
     prepared* raw = p.get();
-    benchmark::RegisterBenchmark(name_of(p->pt).c_str(),
-                                 [raw, &bar, repetitions, &machine](benchmark::State& s) {
-                                   run_point(s, *raw, bar, repetitions, machine);
-                                 })
+    benchmark::RegisterBenchmark(
+        name_of(p->pt).c_str(),
+        [raw, &bar, &machine](benchmark::State& s) { run_point(s, *raw, bar, machine); })
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond)
         ->Iterations(1)
-        ->Repetitions(repetitions)
+        ->Repetitions(p->repetitions)
         ->DisplayAggregatesOnly(true);
   }
   regfree(&selected);

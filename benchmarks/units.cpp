@@ -15,6 +15,7 @@
 //   pool_round_trip            one empty task through a one-worker process pool (lesson 04): the
 //                              task message down one pipe, the report up another
 // These are the overhead terms the models add; the report plots them on a log scale.
+//   bench_units [--quick] [Google Benchmark flags...]   --quick: make bench QUICK=1's budget
 #include <benchmark/benchmark.h>
 #include <spawn.h>
 #include <sys/mman.h>
@@ -25,7 +26,9 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "lessons/04_process_pool/process_pool.hpp"
 #include "lessons/registry.hpp"
@@ -217,16 +220,36 @@ BENCHMARK(pool_round_trip)->UseRealTime();
 
 }  // namespace
 
+namespace clab_units {
+void register_loop_timers_1m(int repetitions);  // units_loop.cpp
+void register_fiber_parked(bool quick);         // units_fibers.cpp
+}  // namespace clab_units
+
 int main(int argc, char** argv) {
+  // --quick (make bench QUICK=1): the slowest rows measured less, to keep the quick run's budget:
+  // the million timers once each, the executors' task overhead for 0.1 s each, and no
+  // 100 000 parked fibers (the full run measures them).
+  bool quick = false;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0 && std::string_view(argv[i]) == "--quick") {
+      quick = true;
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  argc = static_cast<int>(args.size());
   for (const clab::executor* e : clab::all_executors()) {
     benchmark::RegisterBenchmark(("task_overhead/" + std::string(e->name)).c_str(), task_overhead,
                                  e)
         ->UseRealTime()
-        ->MinTime(0.2)
+        ->MinTime(quick ? 0.1 : 0.2)
         ->Unit(benchmark::kMillisecond);
   }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  clab_units::register_loop_timers_1m(quick ? 1 : 3);
+  clab_units::register_fiber_parked(quick);
+  benchmark::Initialize(&argc, args.data());
+  if (benchmark::ReportUnrecognizedArguments(argc, args.data())) return 2;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -77,9 +77,13 @@ void result_slots::run_into(const task& t, run_clock::time_point origin, int wor
   try {
     complete(run_blocking(t, origin, worker));
   } catch (...) {
-    fail(t.id, describe_current_exception());
-    if (on_error_ == error_policy::stop_at_first) first_error_.request_stop();
+    fail_error(t.id, describe_current_exception());
   }
+}
+
+void result_slots::fail_error(std::uint32_t id, std::string cause) {
+  fail(id, std::move(cause));
+  if (on_error_ == error_policy::stop_at_first) first_error_.request_stop();
 }
 
 void result_slots::complete(const task_record& r) {

@@ -59,6 +59,8 @@ class result_slots {
   }
   void complete(const task_record& r);
   void fail(std::uint32_t id, std::string cause);
+  /// A task's own failure (it threw): fail(), and under stop_at_first the run stops with it.
+  void fail_error(std::uint32_t id, std::string cause);
 
   /// The result: a record per completed slot and every failure (empty slots are left out, for
   /// verification to report). Call after every worker has been joined.

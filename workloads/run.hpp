@@ -141,6 +141,8 @@ struct executor {
   /// killed) is not the one that applies: "a loop cannot interrupt a running callback".
   std::string_view no_timeout_because;
   bool lag_monitor = false;  ///< honours run_options::slow_callback (our event loops)
+  /// A library's row beside ours (Asio, oneTBB, libuv): the sweep gives it fewer points.
+  bool reference = false;
   run_function run = nullptr;
 };
 

@@ -224,6 +224,7 @@ const executor& asio_pool_executor() {
                           .lesson = "03",
                           .summary = "reference: boost::asio::thread_pool with post()",
                           .plan = k_dynamic,
+                          .reference = true,
                           .run = run_asio_pool};
   return e;
 }
@@ -238,6 +239,7 @@ const executor& tbb_executor() {
                                    .workers = worker_rule::requested,
                                    .worker_start = unit_cost::thread_start,
                                    .per_task = unit_cost::probed},
+                          .reference = true,
                           .run = run_tbb};
   return e;
 }

@@ -188,6 +188,7 @@ const executor& asio_loop_executor() {
       .summary = "reference: boost::asio::io_context, a steady_timer per task, one thread",
       .plan = k_one_loop,
       .no_timeout_because = "a loop cannot interrupt a running callback",
+      .reference = true,
       .run = run_asio_loop,
   };
   return e;
@@ -200,6 +201,7 @@ const executor& libuv_executor() {
       .summary = "reference: libuv, a uv_timer_t per task (millisecond timers), one thread",
       .plan = k_one_loop,
       .no_timeout_because = "a loop cannot interrupt a running callback",
+      .reference = true,
       .run = run_libuv,
   };
   return e;

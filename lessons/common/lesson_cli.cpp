@@ -136,7 +136,7 @@ plan check(const flags& f, const lesson_info& lesson) {
   }
   if (f.slow_callback_ms && !p.exec->lag_monitor) {
     throw usage_error("--slow-callback-ms: executor '" + std::string(p.exec->name) +
-                      "' has no lag monitor; allowed with this lesson's own loops");
+                      "' has no lag monitor; allowed with this lesson's executors that have one");
   }
   if (f.task_timeout_ms && !p.exec->can_enforce_timeout) {
     if (!p.exec->no_timeout_because.empty()) {
@@ -562,8 +562,13 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (f.list) {
+      int width = 10;  // the names in one column, however long the longest
       for (const executor* e : lesson.executors) {
-        std::printf("%-10s %s\n", std::string(e->name).c_str(), std::string(e->summary).c_str());
+        width = std::max(width, static_cast<int>(e->name.size()));
+      }
+      for (const executor* e : lesson.executors) {
+        std::printf("%-*s %s\n", width, std::string(e->name).c_str(),
+                    std::string(e->summary).c_str());
       }
       return 0;
     }

@@ -1,0 +1,150 @@
+// Lesson 06 — the task set on our own fibers (fiber.hpp). `fibers`: every task a fiber on one
+// thread and one loop; the task is straight-line code, and its wait, this_fiber::sleep_for, parks
+// the fiber on a loop timer rather than the thread. `fibers-mn`: P threads, each with its loop and
+// scheduler, ready fibers balanced between them by work stealing, so the CPU parts run
+// min(P, cores) wide while every wait still overlaps. Look for: run_task() reads like lesson 00's
+// serial loop body; nothing in it is a callback.
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <stop_token>
+#include <string>
+
+#include "lessons/05_event_loop/event_loop.hpp"
+#include "lessons/06_fibers/executors.hpp"
+#include "lessons/06_fibers/fiber.hpp"
+#include "workloads/execute.hpp"
+
+namespace clab {
+namespace {
+
+/// What every fiber of one run shares: the tasks, the result slots (which know the stop and the
+/// error policy) and the time origin.
+struct fiber_run {
+  fiber_run(std::span<const task> t, const run_options& o)
+      : tasks(t), options(o), slots(t.size(), o) {}
+  std::span<const task> tasks;
+  const run_options& options;
+  result_slots slots;
+};
+
+// [snippet:fiber-task]
+/// Task i, as a fiber runs it: straight through, as lesson 00 would, except that the wait parks
+/// this fiber on the loop (its thread runs the other fibers meanwhile) and the CPU part runs on
+/// whichever thread the fiber is on when it wakes.
+void run_task(fiber_run& run, std::uint32_t i) {
+  const task& t = run.tasks[i];
+  if (run.slots.stopping()) {  // cancelled, or a first error under --errors first
+    run.slots.fail(i, std::string(k_cancelled));
+    return;
+  }
+  task_record r{.id = i, .start_ns = ns_since(run.options.origin)};
+  try {
+    if (t.wait_ns > 0) this_fiber::sleep_for(std::chrono::nanoseconds(t.wait_ns));
+    if (run.slots.stopping()) {  // stopped while it slept: its CPU part never starts
+      run.slots.fail(i, std::string(k_cancelled));
+      return;
+    }
+    r.worker = this_fiber::worker();  // after the park: a fiber may wake on another thread
+    r.checksum = compute(t);
+    r.end_ns = ns_since(run.options.origin);
+    run.slots.complete(r);
+  } catch (...) {  // a throw fails this task only, unless the run stops at the first error
+    run.slots.fail_error(i, describe_current_exception());
+  }
+}
+// [end-snippet]
+
+/// --slow-callback-ms: lesson 05's lag monitor, with each fiber resumed from a loop callback of
+/// its own, so that a fiber that computes without parking is named while it holds its thread.
+/// Labels are task id + 1 (0 is "no label").
+slow_callback_reporter slow_fiber_reporter(int worker, std::chrono::milliseconds limit) {
+  return [worker, ms = limit.count()](const slow_callback_report& r) {
+    const double took_ms = static_cast<double>(r.elapsed.count()) / 1e6;
+    const long long id = static_cast<long long>(r.label) - 1;
+    if (r.still_running) {
+      std::fprintf(stderr,
+                   "slow callback: thread %d is stalled: task %lld's fiber has run %.1f ms "
+                   "without parking (--slow-callback-ms %lld)\n",
+                   worker, id, took_ms, static_cast<long long>(ms));
+    } else {
+      std::fprintf(stderr,
+                   "slow callback: task %lld's fiber ran %.1f ms without parking on thread %d "
+                   "(--slow-callback-ms %lld)\n",
+                   id, took_ms, worker, static_cast<long long>(ms));
+    }
+  };
+}
+
+/// Every task a fiber on the calling thread, spawned in task order before the loop turns.
+run_result run_fibers(std::span<const task> tasks, const run_options& options) {
+  fiber_run run(tasks, options);
+  if (tasks.empty()) return std::move(run.slots).collect(0);
+  event_loop loop;
+  fiber_scheduler fibers(loop);
+  if (options.slow_callback) {
+    fibers.set_slow_fiber(*options.slow_callback, slow_fiber_reporter(0, *options.slow_callback));
+  }
+  for (std::uint32_t i = 0; i < tasks.size(); ++i) {
+    fibers.spawn([&run, i] { run_task(run, i); }, i + 1).detach();
+  }
+  fibers.run();
+  return std::move(run.slots).collect(1);
+}
+
+constexpr schedule k_fibers_mn_plan{.policy = placement::dynamic_queue,
+                                    .waits = wait_mode::nonblocking,
+                                    .workers = worker_rule::requested,
+                                    .worker_start = unit_cost::thread_start,
+                                    .per_task = unit_cost::probed,
+                                    .probe_wait_overshoot = true};
+
+/// P threads: the tasks dealt round robin to the threads' deques before they start; a thread
+/// whose deque runs dry steals the oldest ready fiber of another.
+run_result run_fibers_mn(std::span<const task> tasks, const run_options& options) {
+  fiber_run run(tasks, options);
+  const int p = workers_used(k_fibers_mn_plan, options.workers, tasks.size());
+  if (tasks.empty()) return std::move(run.slots).collect(0);
+  fiber_pool pool(p);
+  for (std::uint32_t i = 0; i < tasks.size(); ++i) {
+    pool.spawn([&run, i] { run_task(run, i); }, i + 1).detach();
+  }
+  pool.run();
+  return std::move(run.slots).collect(p);
+}
+
+constexpr std::string_view k_no_interrupt =
+    "a fiber cannot be interrupted while it computes (it gives up its thread only when it parks)";
+
+}  // namespace
+
+const executor& fibers_executor() {
+  static const executor e{
+      .name = "fibers",
+      .lesson = "06",
+      .summary = "every task a fiber (our scheduler on Boost.Context), one thread, one loop",
+      .plan = {.policy = placement::static_blocks,
+               .waits = wait_mode::nonblocking,
+               .workers = worker_rule::one,
+               .per_task = unit_cost::probed,
+               .probe_wait_overshoot = true},
+      .no_timeout_because = k_no_interrupt,
+      .lag_monitor = true,
+      .run = run_fibers,
+  };
+  return e;
+}
+
+const executor& fibers_mn_executor() {
+  static const executor e{
+      .name = "fibers-mn",
+      .lesson = "06",
+      .summary = "every task a fiber, P threads with a loop each, ready fibers work-stolen",
+      .plan = k_fibers_mn_plan,
+      .no_timeout_because = k_no_interrupt,
+      .run = run_fibers_mn,
+  };
+  return e;
+}
+
+}  // namespace clab
