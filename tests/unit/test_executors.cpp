@@ -226,8 +226,18 @@ TEST_CASE("stop at the first error: the failing task is reported, later ones are
     const auto real = std::count_if(first.failed.begin(), first.failed.end(),
                                     [](const task_failure& f) { return f.cause != k_cancelled; });
     CHECK(real == 1);  // task 2 itself, with its exception
-    // One worker, or waits that overlap: tasks 3 to 11 are all cancelled.
-    if (e->plan.workers == worker_rule::one || overlaps) CHECK(count_cancelled(first) == 9);
+    // One worker: tasks 3 to 11 are cancelled, exactly. Waits that overlap on several threads:
+    // those too, and task 0 or 1 may be as well, when its thread started late enough under load
+    // (a loop arms its timers when its thread starts) that task 2 failed first.
+    if (e->plan.workers == worker_rule::one) CHECK(count_cancelled(first) == 9);
+    if (overlaps && e->plan.workers != worker_rule::one) {
+      CHECK(count_cancelled(first) >= 9);
+      for (const task_failure& f : first.failed) {
+        if (f.cause == k_cancelled) continue;
+        CHECK(f.id == 2);
+      }
+      for (const task_record& rec : first.records) CHECK(rec.id < 2);
+    }
     // Two blocking workers reach task 2 after about one task each: most of the twelve never start.
     if (e->plan.workers == worker_rule::requested && !overlaps) CHECK(count_cancelled(first) >= 4);
     // The default, collect_all: every other task still runs, like return_exceptions=True.
