@@ -262,8 +262,10 @@ TEST_CASE("sleepers wake in deadline order and their sleeps overlap", "[06][fibe
   fibers.run();
   const double elapsed = seconds_since(t0);
   CHECK(done == 8);
-  CHECK(elapsed >= 0.020);     // nobody woke early
-  CHECK(elapsed < 4 * 0.020);  // well under the serial 8 × 20 ms
+  CHECK(elapsed >= 0.020);  // nobody woke early
+  // Well under the serial 8 × 20 ms; under TSan, where creating each fiber takes milliseconds,
+  // under it still.
+  CHECK(elapsed < (testing::k_sanitized ? 7 : 4) * 0.020);
 }
 
 TEST_CASE("the loop keeps turning while fibers are parked", "[06][fiber][timer]") {
