@@ -26,8 +26,12 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
     const std::int64_t apart = mean / std::max(1, std::min(workers, machine.cores));
     if (apart > 2 * machine.wakeup_ns) probe_task_ns = std::min(k_longest_probe_task_ns, mean);
   }
+  const bool parked =
+      exec.plan.probe_parked &&
+      std::any_of(tasks.begin(), tasks.end(), [](const task& t) { return t.wait_ns > 0; });
   const probe_result probe =
-      probed ? probe_executor(exec, probe_task_ns, machine.ns_per_iteration) : probe_result{};
+      probed ? probe_executor(exec, probe_task_ns, machine.ns_per_iteration, parked)
+             : probe_result{};
   p.config = configure(exec.plan, workers, tasks.size(), machine, probe.per_task_ns,
                        probe.caller_cpu_ns, probe.worker_cpu_ns);
   // An event loop's timers are its own, not a blocking sleep: their lateness is probed on it.

@@ -25,6 +25,7 @@ namespace {
 struct probe_tasks {
   std::int64_t cpu_ns = 0;
   std::uint64_t cpu_iterations = 0;
+  std::int64_t wait_ns = 0;
 };
 
 std::vector<task> make_tasks(std::size_t n, probe_tasks cpu) {
@@ -34,6 +35,7 @@ std::vector<task> make_tasks(std::size_t n, probe_tasks cpu) {
     tasks[i].seed = i + 1;
     tasks[i].cpu_ns = cpu.cpu_ns;
     tasks[i].cpu_iterations = cpu.cpu_iterations;
+    tasks[i].wait_ns = cpu.wait_ns;
   }
   return tasks;
 }
@@ -137,9 +139,10 @@ class on_first_cpu {
 
 std::mutex probe_mutex;
 constexpr std::int64_t k_one_core_key = -1;  // probed_costs: the probe kept on one CPU
-std::map<std::pair<std::string, std::int64_t>, probe_result> probed_costs;      // probe_mutex
-std::map<std::tuple<std::string, int, std::size_t>, std::int64_t> probed_ends;  // probe_mutex
-std::map<std::string, overshoot_curve> probed_overshoots;                       // probe_mutex
+// Keyed by executor, task length (or k_one_core_key) and whether the tasks wait.
+std::map<std::tuple<std::string, std::int64_t, bool>, probe_result> probed_costs;  // probe_mutex
+std::map<std::tuple<std::string, int, std::size_t>, std::int64_t> probed_ends;     // probe_mutex
+std::map<std::string, overshoot_curve> probed_overshoots;                          // probe_mutex
 
 }  // namespace
 
@@ -150,16 +153,17 @@ void forget_probes() {
   probed_overshoots.clear();
 }
 
-probe_result probe_executor(const executor& exec, std::int64_t task_cpu_ns,
-                            double ns_per_iteration) {
+probe_result probe_executor(const executor& exec, std::int64_t task_cpu_ns, double ns_per_iteration,
+                            bool parked) {
   if (task_cpu_ns < 0 || (task_cpu_ns > 0 && !(ns_per_iteration > 0))) {
     throw std::invalid_argument("probe_executor: task_cpu_ns >= 0, and a kernel speed with it");
   }
   const std::lock_guard lock(probe_mutex);
-  const auto key = std::make_pair(std::string(exec.name), task_cpu_ns);
+  const auto key = std::make_tuple(std::string(exec.name), task_cpu_ns, parked);
   const auto it = probed_costs.find(key);
   if (it != probed_costs.end()) return it->second;
   probe_tasks cpu;
+  if (parked) cpu.wait_ns = 1;
   if (task_cpu_ns > 0) {
     cpu.cpu_ns = task_cpu_ns;
     cpu.cpu_iterations = std::max<std::uint64_t>(
@@ -173,7 +177,7 @@ probe_result probe_executor(const executor& exec, std::int64_t task_cpu_ns,
 
 probe_result probe_executor_on_one_core(const executor& exec) {
   const std::lock_guard lock(probe_mutex);
-  const auto key = std::make_pair(std::string(exec.name), k_one_core_key);
+  const auto key = std::make_tuple(std::string(exec.name), k_one_core_key, false);
   const auto it = probed_costs.find(key);
   if (it != probed_costs.end()) return it->second;
   const probe_result measured = [&] {

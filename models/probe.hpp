@@ -38,8 +38,12 @@ struct probe_result {
 /// cost beyond that nominal CPU time: for an executor whose per-task cost depends on how long its
 /// tasks are (schedule::caller_waits_each). Remembered per executor and length. Throws
 /// std::invalid_argument for a negative length, or a length without a kernel speed.
+///
+/// With `parked` the tasks also wait, 1 ns each, on the executor's own timers: what a task that
+/// waits costs it (a fiber's park and resume around its timer; schedule::probe_parked).
+/// Remembered apart from the probe on tasks that do not wait.
 [[nodiscard]] probe_result probe_executor(const executor& exec, std::int64_t task_cpu_ns = 0,
-                                          double ns_per_iteration = 0);
+                                          double ns_per_iteration = 0, bool parked = false);
 /// probe_executor(exec) with the calling thread, and so every worker it starts, kept on one of its
 /// CPUs for the probe: what a hand-off costs when the scheduler puts the launcher and the worker
 /// it serves on the same core. Remembered like probe_executor(); where the thread cannot be

@@ -57,6 +57,11 @@ class result_slots {
   [[nodiscard]] bool stopping() const {
     return stop_.stop_requested() || first_error_.stop_requested();
   }
+  /// Stopped by the first task failure under stop_at_first (for executors whose waits can be
+  /// woken; the caller's own cancellation is options.stop).
+  [[nodiscard]] std::stop_token first_error_token() const noexcept {
+    return first_error_.get_token();
+  }
   void complete(const task_record& r);
   void fail(std::uint32_t id, std::string cause);
   /// A task's own failure (it threw): fail(), and under stop_at_first the run stops with it.

@@ -127,6 +127,10 @@ struct schedule {
   /// they fire is probed on the executor (see probe_wait_overshoot()) instead of taken from the
   /// calibration's sleep_overshoot.
   bool probe_wait_overshoot = false;
+  /// A wait costs the executor work of its own around the timer (a fiber parks and is resumed,
+  /// two switches and a timer's arming), which empty tasks never show: where the run's tasks wait,
+  /// the per-task cost is probed on tasks that wait (1 ns each) instead.
+  bool probe_parked = false;
 };
 
 using run_function = run_result (*)(std::span<const task>, const run_options&);

@@ -87,6 +87,9 @@ struct this_fiber_access {
   static void sleep_until(event_loop::clock::time_point deadline) {
     running("this_fiber::sleep_until").sleep_until(deadline);
   }
+  static bool sleep_until(event_loop::clock::time_point deadline, const std::stop_token& stop) {
+    return running("this_fiber::sleep_until").sleep_until(deadline, stop);
+  }
   static int worker() noexcept {
     fiber_scheduler* s = fiber_scheduler::current();
     return s != nullptr ? s->worker_ : 0;
@@ -271,7 +274,7 @@ void* fiber_scheduler::place_frame(boost::context::stack_context s, std::size_t 
 join_state_base* fiber_scheduler::launch(fiber_ctl* f, join_state_base* st,
                                          std::size_t /*frame_bytes*/) noexcept {
   f->state = st;
-  f->slab = kind_ == stack_kind::slab;
+  if (kind_ == stack_kind::slab) f->canary = slab_stacks::checked_word(f->stack);
   // Boost puts its own record right below our frame and the stack below that.
   char* frame = reinterpret_cast<char*>(f);
   char* bottom = static_cast<char*>(f->stack.sp) - f->stack.size;
@@ -295,7 +298,7 @@ join_state_base* fiber_scheduler::launch(fiber_ctl* f, join_state_base* st,
   __tsan_switch_to_fiber(me, 0);
 #endif
   if (pool_ != nullptr) {
-    pool_->fiber_started();
+    started_.store(started_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   } else {
     ++live_;
   }
@@ -350,8 +353,9 @@ CLAB_HOT fiber_ctl* fiber_scheduler::pick_next() noexcept {
 /// The one switch: from the running context to `to`. The jump saves our registers on our stack
 /// and returns, much later, the continuation of whoever jumped back to us.
 CLAB_HOT void fiber_scheduler::switch_to(fiber_ctl* from, fiber_ctl* to) noexcept {
-  if (from->slab) check_canary(from);  // last chance to see an overflow of `from`'s stack
-  previous_ = from;                    // the arriving side stores our continuation there
+  // Last chance to see an overflow of `from`'s stack (guarded stacks: a word that always holds).
+  if (*from->canary != slab_stacks::k_canary[slab_stacks::k_checked_word]) overflowed(from);
+  previous_ = from;  // the arriving side stores our continuation there
   running_ = to;
   ++switches_;
   void* fake_stack = nullptr;
@@ -395,15 +399,25 @@ CLAB_HOT void fiber_scheduler::arrived([[maybe_unused]] void* fake_stack,
 #ifdef CLAB_TSAN
   if (dead_tsan_ != nullptr) __tsan_destroy_fiber(std::exchange(dead_tsan_, nullptr));
 #endif
-  if (previous_ != nullptr) {
+  if (previous_ != nullptr) [[likely]] {
     previous_->cont = std::move(back);
   } else {
-    // The fiber that jumped here has finished. `back` is its last context, never to be resumed:
-    // forget it without destroying it (destroying a live boost::context::fiber would unwind it),
-    // and its stack goes back to this thread's pool.
-    ::new (static_cast<void*>(forgotten_)) boost::context::fiber(std::move(back));
-    deallocate_stack(dying_stack_);
+    arrived_from_dead(std::move(back));
   }
+  // A yield on one thread queues itself before it jumps and asks for nothing: two loads here.
+  if (after_.what != after_switch::none) do_after();
+}
+
+/// The fiber that jumped here has finished. `back` is its last context, never to be resumed:
+/// forget it without destroying it (destroying a live boost::context::fiber would unwind it), and
+/// its stack goes back to this thread's pool.
+[[gnu::noinline]] void fiber_scheduler::arrived_from_dead(boost::context::fiber&& back) noexcept {
+  ::new (static_cast<void*>(forgotten_)) boost::context::fiber(std::move(back));
+  deallocate_stack(dying_stack_);
+}
+
+/// What the fiber that left asked of us: be pushed to the ready deque, or wait for a join.
+[[gnu::noinline]] void fiber_scheduler::do_after() noexcept {
   const after_switch a = std::exchange(after_, after_switch{});
   switch (a.what) {
     case after_switch::none:
@@ -441,7 +455,7 @@ void fiber_scheduler::finish_fiber(fiber_ctl* f) noexcept {
   join_state_base* st = f->state;
   if (fiber_ctl* waiter = st->finish(); waiter != nullptr) make_ready_back(waiter);
   st->release();
-  if (f->slab) check_canary(f);
+  if (kind_ == stack_kind::slab && !slab_stacks::canary_intact(f->stack)) overflowed(f);
   if (pool_ == nullptr) --live_;
   fiber_ctl* next = pick_next();
   previous_ = nullptr;  // we die: the next context frees our stack instead of keeping us
@@ -461,12 +475,45 @@ void fiber_scheduler::finish_fiber(fiber_ctl* f) noexcept {
   dead_tsan_ = f->tsan_fiber;  // destroyed by the next context: not the fiber we run on
   __tsan_switch_to_fiber(next->tsan_fiber, 0);
 #endif
-  if (pool_ != nullptr) pool_->fiber_finished();  // may end the pool: our last use of it
+  if (pool_ != nullptr) {  // the pool ends, if this was the last fiber, once this thread idles
+    finished_.store(finished_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
   std::move(next->cont).resume();
   std::abort();  // unreachable: nobody resumes a finished fiber
 }
 
 CLAB_HOT void fiber_scheduler::yield() noexcept {
+  if (pool_ != nullptr || budget_ == 0) [[unlikely]] {
+    yield_slow();
+    return;
+  }
+  // One thread, batch not spent: the front fiber runs next and we join the back. Nobody can pick
+  // us before our jump is done, so we queue ourselves now (cheaper than asking the next context
+  // to), and the deque's size does not change.
+  fiber_ctl* self = running_;
+  fiber_ctl* next = ready_.head;
+  --budget_;
+  if (next == nullptr) return;  // nobody else is ready: go on (the loop still turns in time)
+  ready_.head = next->next;
+  if (ready_.head != nullptr) {
+    ready_.head->prev = nullptr;
+  } else {
+    ready_.tail = nullptr;
+  }
+  self->next = nullptr;
+  self->prev = ready_.tail;
+  if (ready_.tail != nullptr) {
+    ready_.tail->next = self;
+  } else {
+    ready_.head = self;
+  }
+  ready_.tail = self;
+  switch_to(self, next);
+}
+
+/// yield() in a pool (the deques take locks, and a thief may take us once we are queued), or
+/// with the batch spent (back to the loop).
+[[gnu::noinline]] void fiber_scheduler::yield_slow() noexcept {
   fiber_ctl* self = running_;
   fiber_ctl* next = budget_ > 0 ? pop_ready() : &main_;
   if (next == nullptr) {  // nobody else is ready: go on, but let the loop turn now and then
@@ -475,8 +522,6 @@ CLAB_HOT void fiber_scheduler::yield() noexcept {
   }
   if (next != &main_) --budget_;
   if (pool_ == nullptr) {
-    // One thread: nobody can pick us before our jump is done, so queue ourselves now (cheaper
-    // than asking the next context to).
     ready_.push_back(self);
   } else {
     after_ = {after_switch::push_back, self, nullptr, nullptr};
@@ -491,8 +536,58 @@ void fiber_scheduler::sleep_until(event_loop::clock::time_point deadline) noexce
   park({});  // the timer holds us; nothing to do after the switch
 }
 
-void fiber_scheduler::check_canary(fiber_ctl* f) noexcept {
-  if (slab_stacks::canary_intact(f->stack)) return;
+namespace {
+
+/// What a cancellable sleep shares with the wake-up its stop sends to the sleeper's loop: two
+/// owners (the sleeping fiber, and the post once sent), so a post that arrives after the timer has
+/// fired (and the fiber has moved on) still finds it.
+struct stop_wake {
+  fiber_scheduler* sched;
+  fiber_ctl* fiber;
+  timer_handle timer;
+  std::atomic<int> owners{1};
+  bool stopped = false;  // written on the loop's thread, before it makes the fiber ready
+  void release() noexcept {
+    if (owners.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+};
+
+}  // namespace
+
+bool fiber_scheduler::sleep_until(event_loop::clock::time_point deadline,
+                                  const std::stop_token& stop) {
+  if (!stop.stop_possible()) {
+    sleep_until(deadline);
+    return true;
+  }
+  if (stop.stop_requested()) return false;
+  fiber_ctl* self = running_;
+  auto* w = new stop_wake{this, self, {}};
+  w->timer = loop_.call_at(
+      deadline, [this, self] { make_ready_back(self); }, self->label);
+  {
+    // The stop may come from any thread: it asks this loop (post() is safe from anywhere) to
+    // cancel the timer and wake us. If the timer has fired meanwhile, cancel() says so and the post
+    // does nothing. The callback's destructor waits for a callback running now on another thread.
+    const auto wake = [w] {
+      w->owners.fetch_add(1, std::memory_order_relaxed);
+      w->sched->loop_.post([w] {
+        if (w->sched->loop_.cancel(w->timer)) {
+          w->stopped = true;
+          w->sched->make_ready_back(w->fiber);
+        }
+        w->release();
+      });
+    };
+    const std::stop_callback on_stop(stop, wake);
+    park({});  // the timer, or the stop's post, holds us
+  }
+  const bool slept = !w->stopped;
+  w->release();
+  return slept;
+}
+
+void fiber_scheduler::overflowed(const fiber_ctl* f) noexcept {
   std::fprintf(stderr,
                "fiber %llu: stack overflow: the canary at the bottom of its %zu KiB stack was "
                "overwritten (slab stacks have no guard page)\n",
@@ -552,7 +647,11 @@ void fiber_scheduler::run_batch() noexcept {
   }
   in_batch_ = false;
   t_current = outer;
-  if (ready_size() > 0) queue_batch();
+  if (ready_size() > 0) {
+    queue_batch();
+  } else if (pool_ != nullptr) {
+    pool_->end_if_done();  // about to sleep: was that the pool's last fiber?
+  }
 }
 
 void fiber_scheduler::run() {
@@ -583,8 +682,9 @@ fiber_pool::fiber_pool(int threads, stack_kind stacks) {
 }
 
 fiber_pool::~fiber_pool() {
-  if (const std::size_t n = live_.load(); n != 0) {
-    std::fprintf(stderr, "fiber_pool: destroyed while %zu fibers have not finished\n", n);
+  if (const std::uint64_t n = live(); n != 0) {
+    std::fprintf(stderr, "fiber_pool: destroyed while %llu fibers have not finished\n",
+                 static_cast<unsigned long long>(n));
     std::terminate();
   }
   report_leftover("fiber_pool");
@@ -598,8 +698,20 @@ fiber_scheduler* fiber_pool::next_outside() {
   return &workers_[next_++ % workers_.size()]->sched;
 }
 
-void fiber_pool::fiber_finished() noexcept {
-  if (live_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+std::uint64_t fiber_pool::live() const noexcept {
+  // Every finish counted here happened after its fiber's start was counted (the start's store
+  // happens before whatever let another thread run the fiber), so reading every finished_ first
+  // and every started_ after can only overcount the live fibers: zero means none is left, and
+  // none can appear, since only fibers spawn while the pool runs.
+  std::uint64_t finished = 0;
+  for (const auto& w : workers_) finished += w->sched.finished_.load(std::memory_order_acquire);
+  std::uint64_t started = 0;
+  for (const auto& w : workers_) started += w->sched.started_.load(std::memory_order_acquire);
+  return started - finished;
+}
+
+void fiber_pool::end_if_done() noexcept {
+  if (live() != 0 || ended_.exchange(true)) return;
   for (auto& w : workers_) w->hold.release();  // every loop may now return once idle
 }
 
@@ -628,10 +740,11 @@ fiber_ctl* fiber_pool::steal(fiber_scheduler* thief) noexcept {
 
 void fiber_pool::run() {
   if (this_fiber::in_fiber()) throw std::logic_error("fiber_pool::run: called from a fiber");
-  if (live_.load() == 0) {
+  if (live() == 0) {
     rethrow_orphan();
     return;
   }
+  ended_.store(false);
   for (auto& w : workers_) {
     w->sched.switches_ = 0;
     w->hold = w->loop.hold();
@@ -663,6 +776,15 @@ void this_fiber::yield() { this_fiber_access::yield(); }
 
 void this_fiber::sleep_until(event_loop::clock::time_point deadline) {
   this_fiber_access::sleep_until(deadline);
+}
+
+bool this_fiber::sleep_until(event_loop::clock::time_point deadline, std::stop_token stop) {
+  return this_fiber_access::sleep_until(deadline, stop);
+}
+
+bool this_fiber::sleep_for(std::chrono::nanoseconds d, std::stop_token stop) {
+  return this_fiber_access::sleep_until(
+      event_loop::clock::now() + std::chrono::duration_cast<event_loop::clock::duration>(d), stop);
 }
 
 void this_fiber::sleep_for(std::chrono::nanoseconds d) {

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -69,7 +70,9 @@ struct fiber_ctl {
   join_state_base* state = nullptr;             // shared with the handle
   boost::context::stack_context stack;          // the whole stack, this block included
   void* tsan_fiber = nullptr;                   // ThreadSanitizer's fiber (tsan preset only)
-  bool slab = false;                            // slab stack: check its canary when switching away
+  // The word a switch away from this fiber checks: a slab stack's top canary word, or (guarded
+  // stacks, the loop's own context) a word that always holds the canary: one check, no branch.
+  const std::uint64_t* canary = &slab_stacks::k_canary[slab_stacks::k_checked_word];
 };
 
 /// What a fiber and its handle share: the result, the exception, and who waits for it. Two owners
@@ -198,11 +201,11 @@ class [[nodiscard]] fiber_handle {
 /// Order rules (the tests check them):
 ///  - spawn() from outside a fiber appends the new fiber to the BACK of the ready deque: fibers
 ///    spawned before run() start in spawn order.
-///  - spawn() from inside a fiber is work-first (Cilk, Go's runnext): the child runs at once and
-///  the
-///    parent waits at the FRONT of the ready deque, so it continues as soon as the child parks or
-///    finishes. A tree of spawns then runs depth-first and holds about depth × fan-out stacks, not
-///    one per node (skynet's 1 111 111 fibers on one thread).
+///  - spawn() from inside a fiber is work-first, as in Cilk: the child runs at once and the parent
+///    waits at the FRONT of the ready deque, so it continues as soon as the child parks or
+///    finishes. (Go does the opposite: the parent runs on and the child waits in a "runnext" slot,
+///    first in line.) A tree of spawns then runs depth-first and holds about depth × fan-out
+///    stacks, not one per node (skynet's 1 111 111 fibers on one thread).
 ///  - this_fiber::yield() moves the fiber to the BACK; the front fiber runs next.
 ///  - A fiber woken by a timer (sleep_for) or by a finished fiber it joined goes to the BACK.
 ///    Timers wake in deadline order (the loop's rule), so sleepers wake in deadline order.
@@ -290,10 +293,14 @@ class fiber_scheduler : public detail::failure_sink {
   // The engine (fiber.cpp).
   void switch_to(detail::fiber_ctl* from, detail::fiber_ctl* to) noexcept;
   void arrived(void* fake_stack, boost::context::fiber&& back) noexcept;
+  void arrived_from_dead(boost::context::fiber&& back) noexcept;
+  void do_after() noexcept;
   void leave_for(void** fake_stack, detail::fiber_ctl* to) noexcept;
   void park(after_switch a) noexcept;
   void yield() noexcept;
+  void yield_slow() noexcept;
   void sleep_until(event_loop::clock::time_point deadline) noexcept;
+  bool sleep_until(event_loop::clock::time_point deadline, const std::stop_token& stop);
   [[noreturn]] void finish_fiber(detail::fiber_ctl* f) noexcept;
   [[noreturn]] static void fiber_main(detail::fiber_ctl* f, boost::context::fiber&& back);
   detail::fiber_ctl* pick_next() noexcept;
@@ -302,7 +309,7 @@ class fiber_scheduler : public detail::failure_sink {
   detail::fiber_ctl* pop_ready() noexcept;
   void queue_batch() noexcept;
   void run_batch() noexcept;
-  void check_canary(detail::fiber_ctl* f) noexcept;
+  [[noreturn]] static void overflowed(const detail::fiber_ctl* f) noexcept;
   [[nodiscard]] std::size_t ready_size() noexcept;
 
   event_loop& loop_;
@@ -331,7 +338,12 @@ class fiber_scheduler : public detail::failure_sink {
   std::size_t live_ = 0;
   std::uint64_t switches_ = 0;
 
-  // Pool workers only (see fiber_pool).
+  // Pool workers only (see fiber_pool). started_ and finished_ count the fibers this worker
+  // launched and finished; each is written by this worker's thread only (by the caller's before
+  // run()), so counting costs no shared write: a pool-wide counter, written by every thread at
+  // every spawn and finish, made skynet on two threads slower than on one.
+  std::atomic<std::uint64_t> started_{0};
+  std::atomic<std::uint64_t> finished_{0};
   std::atomic<bool> idle_{false};
   std::atomic<bool> wake_posted_{false};
   std::uint32_t steal_seed_ = 1;
@@ -382,15 +394,18 @@ class fiber_pool : public detail::failure_sink {
   friend class fiber_scheduler;
   struct worker;
   fiber_scheduler* next_outside();
-  void fiber_started() noexcept { live_.fetch_add(1, std::memory_order_relaxed); }
-  void fiber_finished() noexcept;
+  /// Fibers started and not finished, from the workers' counters (see end_if_done()).
+  [[nodiscard]] std::uint64_t live() const noexcept;
+  /// From a worker about to sleep with nothing to run: if no fiber is left anywhere, lets every
+  /// worker's loop return (once per run()).
+  void end_if_done() noexcept;
   void wake_idle(fiber_scheduler* self) noexcept;
   detail::fiber_ctl* steal(fiber_scheduler* thief) noexcept;
 
   std::vector<std::unique_ptr<worker>> workers_;
   std::size_t next_ = 0;  // round robin of outside spawns
-  std::atomic<std::size_t> live_{0};
-  std::atomic<int> idle_count_{0};
+  std::atomic<bool> ended_{false};
+  alignas(64) std::atomic<int> idle_count_{0};  // read at every push: a line of its own
   bool running_ = false;
 };
 
@@ -401,6 +416,13 @@ void yield();
 void sleep_until(event_loop::clock::time_point deadline);
 /// sleep_until(now + d); a d of zero or less still parks until the loop's next turn.
 void sleep_for(std::chrono::nanoseconds d);
+/// As sleep_until(deadline), but a stop requested on `stop` (from any thread) wakes the fiber at
+/// once. Returns true if it slept until the deadline, false if the stop came first (or had come
+/// before the call: then it does not park at all). Costs one small allocation per call when `stop`
+/// can be stopped.
+[[nodiscard]] bool sleep_until(event_loop::clock::time_point deadline, std::stop_token stop);
+/// sleep_until(now + d, stop).
+[[nodiscard]] bool sleep_for(std::chrono::nanoseconds d, std::stop_token stop);
 /// The running fiber's label (0 outside a fiber).
 [[nodiscard]] std::uint64_t label() noexcept;
 /// True while a fiber runs on this thread.

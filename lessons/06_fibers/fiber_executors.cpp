@@ -19,13 +19,25 @@ namespace clab {
 namespace {
 
 /// What every fiber of one run shares: the tasks, the result slots (which know the stop and the
-/// error policy) and the time origin.
+/// error policy), the time origin, and one stop that both a cancellation (--cancel-after-ms) and
+/// a first error (--errors first) request, so that either wakes every sleeping fiber at once.
 struct fiber_run {
   fiber_run(std::span<const task> t, const run_options& o)
-      : tasks(t), options(o), slots(t.size(), o) {}
+      : tasks(t),
+        options(o),
+        slots(t.size(), o),
+        on_cancel(o.stop, request{&stop}),
+        on_first_error(slots.first_error_token(), request{&stop}) {}
+  struct request {
+    std::stop_source* source;
+    void operator()() const noexcept { source->request_stop(); }
+  };
   std::span<const task> tasks;
   const run_options& options;
   result_slots slots;
+  std::stop_source stop;
+  std::stop_callback<request> on_cancel;
+  std::stop_callback<request> on_first_error;
 };
 
 // [snippet:fiber-task]
@@ -40,8 +52,10 @@ void run_task(fiber_run& run, std::uint32_t i) {
   }
   task_record r{.id = i, .start_ns = ns_since(run.options.origin)};
   try {
-    if (t.wait_ns > 0) this_fiber::sleep_for(std::chrono::nanoseconds(t.wait_ns));
-    if (run.slots.stopping()) {  // stopped while it slept: its CPU part never starts
+    // A stop wakes the sleeper at once; its CPU part then never starts.
+    const bool slept = t.wait_ns <= 0 || this_fiber::sleep_for(std::chrono::nanoseconds(t.wait_ns),
+                                                               run.stop.get_token());
+    if (!slept || run.slots.stopping()) {
       run.slots.fail(i, std::string(k_cancelled));
       return;
     }
@@ -97,7 +111,8 @@ constexpr schedule k_fibers_mn_plan{.policy = placement::dynamic_queue,
                                     .workers = worker_rule::requested,
                                     .worker_start = unit_cost::thread_start,
                                     .per_task = unit_cost::probed,
-                                    .probe_wait_overshoot = true};
+                                    .probe_wait_overshoot = true,
+                                    .probe_parked = true};
 
 /// P threads: the tasks dealt round robin to the threads' deques before they start; a thread
 /// whose deque runs dry steals the oldest ready fiber of another.
@@ -127,7 +142,8 @@ const executor& fibers_executor() {
                .waits = wait_mode::nonblocking,
                .workers = worker_rule::one,
                .per_task = unit_cost::probed,
-               .probe_wait_overshoot = true},
+               .probe_wait_overshoot = true,
+               .probe_parked = true},
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
       .run = run_fibers,

@@ -14,8 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "support/lesson_run.hpp"
 #include "support/subprocess.hpp"
 
+using clab::test::json_of;
+using clab::test::lines;
 using clab::test::open_fd_count;
 using clab::test::process_result;
 using clab::test::run_process;
@@ -23,17 +26,8 @@ using clab::test::run_process;
 namespace {
 
 process_result lesson(const char* path, std::vector<std::string> args, double timeout_s = 60) {
-  args.insert(args.begin(), path);
-  const int fds_before = open_fd_count();
-  process_result r = run_process(args, timeout_s);
-  CHECK(open_fd_count() == fds_before);  // no descriptor leaked by running the child
-  int status = 0;
-  CHECK(waitpid(-1, &status, WNOHANG) == -1);  // no child left behind, zombie or running
-  REQUIRE_FALSE(r.timed_out);
-  return r;
+  return clab::test::run_lesson(path, std::move(args), timeout_s);
 }
-
-int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 const std::vector<std::string> k_fast = {"--tasks", "6", "--workload", "wait", "--task-us", "200"};
 

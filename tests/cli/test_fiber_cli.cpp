@@ -12,34 +12,20 @@
 #include <string>
 #include <vector>
 
+#include "support/lesson_run.hpp"
 #include "support/subprocess.hpp"
 
+using clab::test::json_of;
+using clab::test::lines;
 using clab::test::open_fd_count;
 using clab::test::process_result;
-using clab::test::run_process;
 
 namespace {
 
-constexpr double k_timeout_s = CLAB_SANITIZED ? 180 : 60;  // calibration and probes come first
-
-process_result lesson(std::vector<std::string> args, double timeout_s = k_timeout_s,
+process_result lesson(std::vector<std::string> args,
+                      double timeout_s = clab::test::k_lesson_timeout_s,
                       const clab::test::process_watch& watch = {}) {
-  args.insert(args.begin(), LESSON_06);
-  const int fds_before = open_fd_count();
-  process_result r = run_process(args, timeout_s, watch);
-  CHECK(open_fd_count() == fds_before);
-  int status = 0;
-  CHECK(waitpid(-1, &status, WNOHANG) == -1);  // no child left behind
-  REQUIRE_FALSE(r.timed_out);
-  return r;
-}
-
-int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
-
-nlohmann::json json_of(const process_result& r) {
-  INFO(r.err);
-  REQUIRE_FALSE(r.out.empty());
-  return nlohmann::json::parse(r.out);
+  return clab::test::run_lesson(LESSON_06, std::move(args), timeout_s, watch);
 }
 
 }  // namespace
@@ -50,7 +36,7 @@ TEST_CASE("a fiber that never parks stalls its thread: the lag monitor names it 
   const process_result r =
       lesson({"--tasks", "8", "--workload", "wait", "--task-us", "2000", "--json", "--fail-task",
               "2", "--fail-how", "hang", "--slow-callback-ms", "50"},
-             k_timeout_s, [&](pid_t pid, const process_result& so_far) {
+             clab::test::k_lesson_timeout_s, [&](pid_t pid, const process_result& so_far) {
                if (killed || so_far.err.find("is stalled") == std::string::npos) return;
                kill(pid, SIGKILL);  // seen while it hangs: the watchdog spoke first
                killed = true;

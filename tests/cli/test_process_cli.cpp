@@ -19,8 +19,11 @@
 #include <thread>
 #include <vector>
 
+#include "support/lesson_run.hpp"
 #include "support/subprocess.hpp"
 
+using clab::test::json_of;
+using clab::test::lines;
 using clab::test::open_fd_count;
 using clab::test::process_result;
 using clab::test::run_process;
@@ -63,23 +66,9 @@ struct subreaper {
   subreaper() { prctl(PR_SET_CHILD_SUBREAPER, 1); }
 } const k_subreaper;
 
-process_result lesson(const char* path, std::vector<std::string> args, double timeout_s = 0) {
-  // A lesson calibrates the machine and probes its executor before it runs: on a loaded machine
-  // under a sanitizer that alone once took most of a minute.
-  if (timeout_s == 0) timeout_s = CLAB_SANITIZED ? 180 : 60;
-  args.insert(args.begin(), path);
-  const int fds_before = open_fd_count();
-  process_result r = run_process(args, timeout_s);
-  CHECK(open_fd_count() == fds_before);
-  CHECK(no_child_left());  // the lesson reaped all of its children before it exited
-  REQUIRE_FALSE(r.timed_out);
-  return r;
-}
-
-nlohmann::json json_of(const process_result& r) {
-  INFO(r.err);
-  REQUIRE_FALSE(r.out.empty());
-  return nlohmann::json::parse(r.out);
+process_result lesson(const char* path, std::vector<std::string> args,
+                      double timeout_s = clab::test::k_lesson_timeout_s) {
+  return clab::test::run_lesson(path, std::move(args), timeout_s, {}, no_child_left);
 }
 
 const std::vector<std::string> k_fast = {"--tasks", "8",         "--workload", "wait",  "--task-us",
@@ -119,6 +108,9 @@ TEST_CASE("an injected crash is reported with its signal, every other task compl
       const bool is_pool = std::string(program) == LESSON_04;
       if (is_pool != (std::string(executor) == "prefork")) continue;
       for (const char* how : {"throw", "abort", "segv"}) {
+        // Under a sanitizer abort and segv take the same path (the sanitizer's handler ends the
+        // child): segv only there, the release stage runs both.
+        if (sanitized() && std::string(how) == "abort") continue;
         CAPTURE(program, executor, how);
         const process_result r =
             lesson(program, fast({"--executor", executor, "--fail-task", "3", "--fail-how", how}));

@@ -10,15 +10,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -248,24 +251,29 @@ TEST_CASE("sleepers wake in deadline order and their sleeps overlap", "[06][fibe
   fibers.run();
   CHECK(woke == std::vector<int>{7, 6, 5, 4, 3, 2, 1, 0});
 
-  // 8 fibers sleeping 20 ms each: serially 160 ms, overlapped one sleep (plus overheads).
+  // 8 fibers sleeping 20 ms each: serially 160 ms, overlapped one sleep (plus overheads). The
+  // overlap itself is an order, not a time: every sleep began before the first one ended.
   const auto t0 = clock_type::now();
-  int done = 0;
+  std::vector<clock_type::time_point> began;
+  std::vector<clock_type::time_point> ended;
   for (int i = 0; i < 8; ++i) {
     fibers
-        .spawn([&done] {
+        .spawn([&] {
+          began.push_back(clock_type::now());
           this_fiber::sleep_for(20ms);
-          ++done;
+          ended.push_back(clock_type::now());
         })
         .detach();
   }
   fibers.run();
   const double elapsed = seconds_since(t0);
-  CHECK(done == 8);
+  REQUIRE(ended.size() == 8);
+  CHECK(*std::max_element(began.begin(), began.end()) <
+        *std::min_element(ended.begin(), ended.end()));
   CHECK(elapsed >= 0.020);  // nobody woke early
-  // Well under the serial 8 × 20 ms; under TSan, where creating each fiber takes milliseconds,
-  // under it still.
-  CHECK(elapsed < (testing::k_sanitized ? 7 : 4) * 0.020);
+  // Well under the serial 8 × 20 ms. Not asserted under sanitizers, where TSan's fiber creation
+  // alone took 30 ms a fiber on a loaded machine.
+  if (!testing::k_sanitized) CHECK(elapsed < 4 * 0.020);
 }
 
 TEST_CASE("the loop keeps turning while fibers are parked", "[06][fiber][timer]") {
@@ -283,6 +291,70 @@ TEST_CASE("the loop keeps turning while fibers are parked", "[06][fiber][timer]"
   loop.call_later(5ms, [&ticks] { ++ticks; });
   fibers.run();
   CHECK(ticks == 1);
+}
+
+TEST_CASE("a stop wakes sleeping fibers at once; a sleep that ends first reports so",
+          "[06][fiber][timer][stop]") {
+  fd_check fds;
+  event_loop loop;
+  fiber_scheduler fibers(loop);
+  std::stop_source stop;
+  std::atomic<int> slept{0};
+  std::atomic<int> woken{0};
+  // 10 fibers sleep 10 s each; a short one sleeps 1 ms and reports that it slept; the stop comes
+  // from another thread 30 ms in and must wake the ten long before their deadline.
+  for (int i = 0; i < 10; ++i) {
+    fibers
+        .spawn([&] { (this_fiber::sleep_for(10s, stop.get_token()) ? slept : woken).fetch_add(1); })
+        .detach();
+  }
+  fibers.spawn([&] { (this_fiber::sleep_for(1ms, stop.get_token()) ? slept : woken).fetch_add(1); })
+      .detach();
+  const auto t0 = clock_type::now();
+  std::jthread stopper([&stop] {
+    std::this_thread::sleep_for(30ms);
+    stop.request_stop();
+  });
+  fibers.run();
+  const double elapsed = seconds_since(t0);
+  CHECK(slept.load() == 1);
+  CHECK(woken.load() == 10);
+  CHECK(elapsed >= 0.029);
+  CHECK(elapsed < 5.0);  // a tenth of one sleep that was never waited out: generous for TSan
+  CHECK(loop.pending_timers() == 0);
+
+  // Already stopped: no park at all, and the answer is "stopped".
+  bool answer = true;
+  fibers.spawn([&] { answer = this_fiber::sleep_for(10s, stop.get_token()); }).detach();
+  fibers.run();
+  CHECK_FALSE(answer);
+  // A token that can never stop: an ordinary sleep.
+  fibers.spawn([&] { answer = this_fiber::sleep_for(1ms, std::stop_token{}); }).detach();
+  fibers.run();
+  CHECK(answer);
+}
+
+TEST_CASE("M:N: a stop from outside wakes every sleeper on every thread",
+          "[06][pool][timer][stop]") {
+  fd_check fds;
+  fiber_pool pool(3);
+  std::stop_source stop;
+  std::atomic<int> woken{0};
+  for (int i = 0; i < 60; ++i) {
+    pool.spawn([&] {
+          this_fiber::sleep_for(1ms);  // woken on one thread, maybe resumed on another
+          if (!this_fiber::sleep_for(10s, stop.get_token())) woken.fetch_add(1);
+        })
+        .detach();
+  }
+  const auto t0 = clock_type::now();
+  std::jthread stopper([&stop] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  pool.run();
+  CHECK(woken.load() == 60);
+  CHECK(seconds_since(t0) < 5.0);
 }
 
 TEST_CASE("join returns the fiber's result, parking the joiner until it is done", "[06][fiber]") {
@@ -433,7 +505,10 @@ TEST_CASE("guarded stacks cost two mappings each; slab stacks one per slab", "[0
     for (int i = 0; i < 64; ++i) got.push_back(stacks.allocate());
     const int added = mapping_count() - before;
     CHECK(stacks.mappings() == 128);
-    CHECK(added >= 128);
+    // The kernel lists two neighbouring mappings of the same kind as one line: our stacks never
+    // merge with each other (a guard page lies between), but the first and the last may merge
+    // with a mapping already there (a cached slab of another test, say).
+    CHECK(added >= 128 - 2);
     // A malloc arena or two may appear meanwhile; a sanitizer also maps shadow for new memory.
     if (!testing::k_sanitized) CHECK(added <= 128 + 4);
     // Freed stacks are reused: no new mapping.
@@ -573,10 +648,24 @@ TEST_CASE("M:N: sleeps overlap across the pool", "[06][pool][timer]") {
   fd_check fds;
   fiber_pool pool(3);
   std::atomic<int> done{0};
+  // The overlap as an order: the last fiber to start its first sleep did so before the first
+  // sleep ended (a sleep long enough, under sanitizers, for three threads to start 30 fibers).
+  const auto sleep = testing::k_sanitized ? 200ms : 20ms;
+  std::atomic<std::int64_t> last_began{0};
+  std::atomic<std::int64_t> first_ended{std::numeric_limits<std::int64_t>::max()};
+  const auto ns = [] { return clock_type::now().time_since_epoch().count(); };
   const auto t0 = clock_type::now();
   for (int i = 0; i < 30; ++i) {
-    pool.spawn([&done] {
-          this_fiber::sleep_for(20ms);
+    pool.spawn([&] {
+          const std::int64_t began = ns();
+          for (auto seen = last_began.load(); seen < began;) {
+            if (last_began.compare_exchange_weak(seen, began)) break;
+          }
+          this_fiber::sleep_for(sleep);
+          const std::int64_t ended = ns();
+          for (auto seen = first_ended.load(); seen > ended;) {
+            if (first_ended.compare_exchange_weak(seen, ended)) break;
+          }
           this_fiber::sleep_for(1ms);  // woken on one thread, maybe resumed on another
           done.fetch_add(1);
         })
@@ -585,10 +674,10 @@ TEST_CASE("M:N: sleeps overlap across the pool", "[06][pool][timer]") {
   pool.run();
   const double elapsed = seconds_since(t0);
   CHECK(done.load() == 30);
-  CHECK(elapsed >= 0.021);
-  // Serially 30 × 21 ms. Under TSan each fiber takes milliseconds to create, so the bound is
-  // what serial sleeps would take, not a tenth of it.
-  CHECK(elapsed < (testing::k_sanitized ? 30 : 10) * 0.021);
+  CHECK(last_began.load() < first_ended.load());
+  CHECK(elapsed >= std::chrono::duration<double>(sleep).count());
+  // Serially 30 × 21 ms; overlapped, about one. Not asserted under sanitizers (see above).
+  if (!testing::k_sanitized) CHECK(elapsed < 10 * 0.021);
 }
 
 TEST_CASE("M:N: an unjoined failure is rethrown by the pool's run()", "[06][pool]") {

@@ -183,9 +183,12 @@ TEST_CASE("the pool dispatches dynamically: an idle worker takes the next task",
           "[04][processes]") {
   const leaves_nothing_behind check;
   // One long wait first, then short ones: the worker holding the long task takes nothing else.
+  // Long enough that the other worker's start and its 8 short tasks fit beside it (under TSan on
+  // a loaded machine a sanitized worker's start once took most of 120 ms).
+  const std::int64_t long_ns = testing::k_sanitized ? 400'000'000 : 120'000'000;
   std::vector<task> ts(9);
   for (std::uint32_t i = 0; i < ts.size(); ++i) {
-    ts[i] = {.id = i, .wait_ns = i == 0 ? 120'000'000 : 3'000'000, .seed = i + 1};
+    ts[i] = {.id = i, .wait_ns = i == 0 ? long_ns : 3'000'000, .seed = i + 1};
   }
   const run_result r = measure(process_pool_executor(), ts, {.workers = 2});
   REQUIRE(verify(ts, r, reference_checksums(ts)).ok);

@@ -142,7 +142,8 @@ TEST_CASE("calibration measures positive, plausible costs", "[workloads][calibra
   CHECK(c.thread_start_ns > 0);
   // Two threads pinned to one CPU must take turns, every few ms at most on any Linux scheduler
   // (CFS or EEVDF); pinning is allowed inside our own affinity mask, so the slice is measured.
-  CHECK(c.time_slice_ns > 10'000);
+  // Above 1 µs: other load on the cores cuts the turns short (8 µs seen under TSan at load 15).
+  CHECK(c.time_slice_ns > 1'000);
   CHECK(c.time_slice_ns < 100'000'000);
   CHECK(c.time_slice_long_ns >= c.time_slice_ns);  // the 90th percentile of the same turns
   CHECK(c.time_slice_long_ns < 100'000'000);

@@ -1,0 +1,358 @@
+// Lesson 07's scheduler: tasks (task.hpp) run on lesson 05's loop, one thread. A ready coroutine is
+// a 16-byte queue entry (its handle and its unit); a sleeping one is its frame plus one loop timer.
+// Look for: the sleep awaiters (a loop timer that makes the coroutine ready), the stop callback
+// that cancels that timer at once, and the final hook that tells a spawned task's end to its
+// handle.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "lessons/05_event_loop/event_loop.hpp"
+#include "lessons/07_coroutines/task.hpp"
+
+namespace clab {
+
+class coro_scheduler;
+template <class T>
+class coro_handle;
+
+/// Thrown out of a stoppable sleep (sleep_for/sleep_until with a std::stop_token) whose token was
+/// stopped before or during the sleep: the coroutine may catch it, or end with it ("cancelled").
+class task_cancelled : public std::runtime_error {
+ public:
+  task_cancelled() : std::runtime_error("task cancelled") {}
+};
+
+/// How a coro_scheduler orders its ready coroutines: FIFO, or by priority (the larger key first;
+/// equal keys FIFO), the key coming from spawn_options::priority.
+enum class ready_order { fifo, priority };
+
+/// What spawn() attaches to a task: a label naming it, and its key in a priority ready queue.
+struct spawn_options {
+  std::uint64_t label = 0;
+  std::int64_t priority = 0;
+};
+
+namespace detail {
+
+/// One unit the scheduler runs: a spawned task or a when_all child. Its final hook says what
+/// happens at its end; its key orders it in a priority ready queue. It outlives the unit's frame,
+/// so an awaiter inside that frame may use it until the frame is destroyed.
+struct coro_ctx : final_hook {
+  coro_scheduler* sched = nullptr;
+  std::int64_t priority = 0;
+  std::uint64_t label = 0;
+};
+
+/// The unit running on this thread (set by the scheduler around each resumption), or null.
+inline thread_local coro_ctx* t_ctx = nullptr;
+
+/// What a spawned task and its handle share. Two owners (the scheduler's unit and the handle);
+/// the last to let go frees it, first handing an exception nobody took to the scheduler.
+struct join_base : coro_ctx {
+  std::coroutine_handle<> frame;  // the task's frame while it lives
+  join_base* prev = nullptr;      // the scheduler's list of unfinished units
+  join_base* next = nullptr;
+  std::exception_ptr error;
+  int owners = 2;
+  bool finished = false;
+  bool taken = false;  // join() took the result or the exception
+  void (*destroy)(join_base*) noexcept = nullptr;
+  void release() noexcept;
+};
+template <class T>
+struct join_state final : join_base {
+  std::optional<T> value;
+};
+template <>
+struct join_state<void> final : join_base {};
+
+template <class T>
+std::coroutine_handle<> spawned_final(final_hook* hook, std::coroutine_handle<> self,
+                                      promise_base& p) noexcept;
+
+}  // namespace detail
+
+/// The result of a spawned task. Move-only; must not outlive its scheduler. Dropping it detaches
+/// the task (it runs on; an exception it ends with is rethrown by run()).
+template <class T>
+class [[nodiscard]] coro_handle {
+ public:
+  coro_handle() = default;
+  coro_handle(coro_handle&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
+  coro_handle& operator=(coro_handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      st_ = std::exchange(o.st_, nullptr);
+    }
+    return *this;
+  }
+  coro_handle(const coro_handle&) = delete;
+  coro_handle& operator=(const coro_handle&) = delete;
+  ~coro_handle() { reset(); }
+
+  /// After the task finished (run() returned): its result, or its exception rethrown. Once only;
+  /// std::logic_error if it has not finished, or was joined already.
+  T join() {
+    if (st_ == nullptr || st_->taken) throw std::logic_error("coro_handle: nothing to join");
+    if (!st_->finished) throw std::logic_error("coro_handle: the task has not finished (run())");
+    st_->taken = true;
+    if (st_->error) std::rethrow_exception(st_->error);
+    if constexpr (!std::is_void_v<T>) {
+      return std::move(*static_cast<detail::join_state<T>*>(st_)->value);
+    }
+  }
+  /// True once the task has ended (returned or thrown).
+  [[nodiscard]] bool done() const noexcept { return st_ != nullptr && st_->finished; }
+  [[nodiscard]] bool valid() const noexcept { return st_ != nullptr; }
+  [[nodiscard]] std::uint64_t label() const noexcept { return st_ ? st_->label : 0; }
+  /// Lets go: the task runs on; an exception it ends with is rethrown by run().
+  void detach() noexcept { reset(); }
+
+ private:
+  friend class coro_scheduler;
+  explicit coro_handle(detail::join_base* st) noexcept : st_(st) {}
+  void reset() noexcept {
+    if (st_ != nullptr) std::exchange(st_, nullptr)->release();
+  }
+  detail::join_base* st_ = nullptr;
+};
+
+/// One thread's coroutine scheduler on that thread's event_loop. Usage:
+///   event_loop loop;
+///   coro_scheduler sched(loop);
+///   auto h = sched.spawn(fetch(3));   // task<int> fetch(int) { co_await sleep_for(5ms); ... }
+///   sched.run();                      // turns the loop until every spawned task has ended
+///   int v = h.join();
+/// Order rules: spawn() and a wake-up (a timer, a yield) append to the BACK of the ready queue;
+/// when_all's children go to the FRONT (in index order), so a tree of when_alls runs depth-first
+/// (skynet holds about depth × fan-out frames, not a million). In priority order the key decides
+/// first (a when_all child inherits its parent's key). Ready coroutines run in batches from loop
+/// callbacks: max(ready at the start, 64) of them, then the loop turns (timers are not starved).
+/// Exceptions: rethrown by join(); one nobody took (the handle dropped) is rethrown by run() once
+/// the loop is idle. Thread rules: everything on the loop's thread, except that a stop token of a
+/// sleep may be stopped from any thread.
+class coro_scheduler {
+ public:
+  explicit coro_scheduler(event_loop& loop, ready_order order = ready_order::fifo);
+  /// Destroys the frame of every task not finished (sleeps in them cancel their loop timers, so no
+  /// timer fires into a destroyed frame); writes a line to stderr about an exception nobody took.
+  /// The loop must outlive the scheduler; no handle may outlive it.
+  ~coro_scheduler();
+  coro_scheduler(const coro_scheduler&) = delete;
+  coro_scheduler& operator=(const coro_scheduler&) = delete;
+
+  /// Starts `t` (queued at the back of the ready queue) and returns its handle. Allocates one small
+  /// join state; the task's frame is already allocated. Throws std::invalid_argument if t is empty.
+  template <class T>
+  coro_handle<T> spawn(task<T> t, spawn_options options = {});
+
+  /// Turns the loop until it is idle: every task has ended (or is parked on something no timer or
+  /// descriptor will wake), or loop.stop() was called. Then rethrows the first exception nobody
+  /// took. std::logic_error from inside a coroutine or a loop callback.
+  void run();
+
+  /// Lag monitor: turns lesson 05's monitor on for this loop (set_slow_callback) and resumes each
+  /// ready coroutine from its own loop callback labelled with its unit's label, so a coroutine
+  /// that runs long without suspending is named by its label (spawn_options::label; a when_all
+  /// child carries its parent's). Costs a loop turn per resumption while on; a threshold of 0
+  /// turns both off (back to batches). Loop thread, outside a coroutine.
+  void set_slow_coroutine(std::chrono::nanoseconds threshold, slow_callback_reporter reporter);
+
+  /// Tasks spawned and not ended.
+  [[nodiscard]] std::size_t live() const noexcept { return live_; }
+  /// Resumptions from the ready queue so far (a transfer from one coroutine to another is not one).
+  [[nodiscard]] std::uint64_t resumes() const noexcept { return resumes_; }
+  [[nodiscard]] event_loop& loop() noexcept { return loop_; }
+  [[nodiscard]] ready_order order() const noexcept { return order_; }
+  /// The scheduler whose coroutine runs on this thread, or nullptr.
+  [[nodiscard]] static coro_scheduler* current() noexcept {
+    return detail::t_ctx != nullptr ? detail::t_ctx->sched : nullptr;
+  }
+
+  /// The engine, for the awaiters (sleep, yield, when_all): queues `h` of unit `ctx` to run, at the
+  /// back (or the front). Loop thread only.
+  void make_ready(std::coroutine_handle<> h, detail::coro_ctx* ctx, bool front = false);
+  /// The engine: a unit's end (from its final hook).
+  void unit_finished(detail::join_base* st) noexcept;
+  /// The engine: an exception nobody took; the first is kept for run().
+  void orphan(std::exception_ptr error) noexcept;
+
+ private:
+  struct entry {
+    std::coroutine_handle<> h;
+    detail::coro_ctx* ctx;
+  };
+  struct keyed_entry {
+    std::int64_t key;
+    std::int64_t seq;
+    entry e;
+  };
+  [[nodiscard]] std::size_t ready_size() const noexcept;
+  [[nodiscard]] const entry& next_ready() const noexcept;
+  entry pop_ready() noexcept;
+  void arm_batch();
+  void run_batch() noexcept;
+
+  event_loop& loop_;
+  ready_order order_;
+  // FIFO: a ring of entries, power-of-two capacity; head_/tail_ only grow (index & mask).
+  std::vector<entry> ring_;
+  std::size_t head_ = 0;
+  std::size_t tail_ = 0;
+  // Priority: a binary heap (largest key, then smallest seq, on top). Front pushes take negative
+  // seqs, counting down, so they run before equal keys pushed at the back, the latest first.
+  std::vector<keyed_entry> heap_;
+  std::int64_t back_seq_ = 0;
+  std::int64_t front_seq_ = 0;
+
+  timer_handle batch_timer_;
+  bool batch_armed_ = false;
+  bool in_batch_ = false;
+  bool exact_labels_ = false;      // one loop callback per resumption, labelled (lag monitor on)
+  std::uint64_t armed_label_ = 0;  // the label the armed batch callback carries
+  detail::join_base* units_ = nullptr;  // unfinished spawned tasks (for the destructor)
+  std::size_t live_ = 0;
+  std::uint64_t resumes_ = 0;
+  std::exception_ptr first_orphan_;
+  std::size_t orphans_ = 0;
+};
+
+/// co_await sleep_until(tp): parks the coroutine on one loop timer until `deadline` (a deadline
+/// already past still waits for the loop's next turn). Destroying the frame meanwhile cancels the
+/// timer. Only in a coroutine run by a coro_scheduler (std::logic_error elsewhere).
+class [[nodiscard]] sleep_awaiter {
+ public:
+  explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept : deadline_(deadline) {}
+  sleep_awaiter(const sleep_awaiter&) = delete;
+  sleep_awaiter& operator=(const sleep_awaiter&) = delete;
+  ~sleep_awaiter();
+  [[nodiscard]] bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h);
+  void await_resume() noexcept { ctx_ = nullptr; }
+
+ private:
+  event_loop::clock::time_point deadline_;
+  std::coroutine_handle<> h_;
+  detail::coro_ctx* ctx_ = nullptr;  // set while asleep
+  timer_handle timer_;
+};
+
+/// co_await sleep_until(tp, token): as above, but a stop request on `token` (from any thread) wakes
+/// the sleeper at once: its timer is cancelled and the await throws task_cancelled. A token
+/// already stopped throws at once, without parking. Stopping never interrupts running code: a CPU
+/// part already running finishes, and the next stoppable sleep throws.
+class [[nodiscard]] stoppable_sleep {
+ public:
+  stoppable_sleep(event_loop::clock::time_point deadline, std::stop_token token) noexcept
+      : deadline_(deadline), token_(std::move(token)) {}
+  stoppable_sleep(const stoppable_sleep&) = delete;
+  stoppable_sleep& operator=(const stoppable_sleep&) = delete;
+  ~stoppable_sleep();
+  [[nodiscard]] bool await_ready() noexcept {
+    cancelled_ = token_.stop_requested();
+    return cancelled_;
+  }
+  void await_suspend(std::coroutine_handle<> h);
+  void await_resume();
+
+ private:
+  struct on_stop {
+    stoppable_sleep* self;
+    void operator()() const noexcept { self->stop_requested(); }
+  };
+  struct remote_cancel;
+  void stop_requested() noexcept;
+  void wake(bool cancelled) noexcept;
+
+  event_loop::clock::time_point deadline_;
+  std::stop_token token_;
+  std::coroutine_handle<> h_;
+  detail::coro_ctx* ctx_ = nullptr;  // set while asleep
+  timer_handle timer_;
+  bool cancelled_ = false;
+  std::optional<std::stop_callback<on_stop>> callback_;
+};
+
+/// co_await yield(): lets the other ready coroutines run (to the back of the ready queue).
+struct [[nodiscard]] yield_awaiter {
+  [[nodiscard]] bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h);
+  void await_resume() const noexcept {}
+};
+
+inline sleep_awaiter sleep_until(event_loop::clock::time_point deadline) noexcept {
+  return sleep_awaiter(deadline);
+}
+inline sleep_awaiter sleep_for(std::chrono::nanoseconds d) noexcept {
+  return sleep_awaiter(event_loop::clock::now() + d);
+}
+inline stoppable_sleep sleep_until(event_loop::clock::time_point deadline,
+                                   std::stop_token token) noexcept {
+  return stoppable_sleep(deadline, std::move(token));
+}
+inline stoppable_sleep sleep_for(std::chrono::nanoseconds d, std::stop_token token) noexcept {
+  return stoppable_sleep(event_loop::clock::now() + d, std::move(token));
+}
+inline yield_awaiter yield() noexcept { return {}; }
+
+// ---- templates ----
+
+template <class T>
+std::coroutine_handle<> detail::spawned_final(final_hook* hook, std::coroutine_handle<> self,
+                                              promise_base& p) noexcept {
+  auto* st = static_cast<join_state<T>*>(hook);
+  if (p.error) {
+    st->error = p.error;
+  } else if constexpr (!std::is_void_v<T>) {
+    st->value.emplace(std::move(*static_cast<task_promise<T>&>(p).value));
+  }
+  // The frame goes at once (a finished task holds nothing anyone needs): destroying it from its
+  // own final suspend is allowed, and nothing touches it afterwards.
+  self.destroy();
+  st->sched->unit_finished(st);
+  return std::noop_coroutine();
+}
+
+template <class T>
+coro_handle<T> coro_scheduler::spawn(task<T> t, spawn_options options) {
+  if (!t.valid()) throw std::invalid_argument("coro_scheduler::spawn: empty task");
+  // The join state comes from the frame allocator's lists too (no malloc header per task).
+  using state = detail::join_state<T>;
+  std::unique_ptr<state, void (*)(state*)> st(::new (detail::allocate_block(sizeof(state))) state(),
+                                              [](state* s) noexcept {
+                                                s->~state();
+                                                detail::deallocate_block(s, sizeof(state));
+                                              });
+  st->on_final = &detail::spawned_final<T>;
+  st->sched = this;
+  st->priority = options.priority;
+  st->label = options.label;
+  st->destroy = [](detail::join_base* s) noexcept {
+    static_cast<state*>(s)->~state();
+    detail::deallocate_block(s, sizeof(state));
+  };
+  make_ready(t.handle(), st.get());  // may throw (queue growth): t still owns the frame then
+  auto h = t.release();
+  h.promise().hook = st.get();
+  st->frame = h;
+  st->next = units_;
+  if (units_ != nullptr) units_->prev = st.get();
+  units_ = st.get();
+  ++live_;
+  return coro_handle<T>(st.release());
+}
+
+}  // namespace clab
