@@ -10,6 +10,7 @@
 #include "lessons/04_process_pool/process_pool.hpp"
 #include "lessons/05_event_loop/executors.hpp"
 #include "lessons/06_fibers/executors.hpp"
+#include "lessons/07_coroutines/executors.hpp"
 
 namespace clab {
 
@@ -31,7 +32,8 @@ std::span<const executor* const> all_executors() {
         &stealing_pool_executor(), &priority_pool_executor(),   &asio_pool_executor(),
         &tbb_executor(),           &process_pool_executor(),    &loop_executor(),
         &blocking_executor(),      &loops_executor(),           &asio_loop_executor(),
-        &libuv_executor(),         &fibers_executor(),          &fibers_mn_executor()};
+        &libuv_executor(),         &fibers_executor(),          &fibers_mn_executor(),
+        &coroutines_executor(),    &coro_priority_executor()};
     if (!k_sanitizer_blind_rows_out) v.push_back(&boost_fiber_executor());
     return v;
   }();

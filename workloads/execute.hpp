@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,26 @@ class result_slots {
   std::stop_token stop_;              // the caller's cancellation
   std::stop_source first_error_;      // requested by the first failure under stop_at_first
   error_policy on_error_;
+};
+
+/// One stop for an executor whose waits can be woken (a loop timer, not a sleeping thread): it is
+/// requested by the caller's cancellation and by the first failure under stop_at_first, so either
+/// wakes every waiting task at once. Declare it after the result_slots it watches.
+class run_stop {
+ public:
+  run_stop(const std::stop_token& cancel, const result_slots& slots)
+      : on_cancel_(cancel, request{&source_}),
+        on_first_error_(slots.first_error_token(), request{&source_}) {}
+  [[nodiscard]] std::stop_token token() const noexcept { return source_.get_token(); }
+
+ private:
+  struct request {
+    std::stop_source* source;
+    void operator()() const noexcept { source->request_stop(); }
+  };
+  std::stop_source source_;
+  std::stop_callback<request> on_cancel_;
+  std::stop_callback<request> on_first_error_;
 };
 
 }  // namespace clab

@@ -8,7 +8,7 @@
 
 #include "lessons/07_coroutines/task.hpp"
 
-namespace clab {
+namespace clab::coro {
 namespace {
 
 // Size classes 16, 32, ..., k_frame_cap: 16 is the alignment operator new promises, and a finer
@@ -107,4 +107,4 @@ frame_stats this_thread_frame_stats() noexcept { return t_cache.stats; }
 
 void reset_frame_stats() noexcept { t_cache.stats = frame_stats{}; }
 
-}  // namespace clab
+}  // namespace clab::coro

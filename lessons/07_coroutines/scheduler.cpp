@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 
-namespace clab {
+namespace clab::coro {
 
 namespace {
 // A batch resumes at least this many coroutines before the loop turns: enough to amortise a turn,
@@ -108,7 +108,7 @@ void coro_scheduler::make_ready(std::coroutine_handle<> h, detail::coro_ctx* ctx
     arm_batch();
   }
 }
-// [/snippet:coro-ready]
+// [end-snippet]
 
 std::size_t coro_scheduler::ready_size() const noexcept {
   return order_ == ready_order::fifo ? tail_ - head_ : heap_.size();
@@ -240,6 +240,6 @@ void stoppable_sleep::stop_requested() noexcept {
     if (r->loop->cancel(r->timer)) r->sleeper->wake(true);
   });
 }
-// [/snippet:coro-cancel]
+// [end-snippet]
 
-}  // namespace clab
+}  // namespace clab::coro

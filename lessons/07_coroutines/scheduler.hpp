@@ -22,7 +22,7 @@
 #include "lessons/05_event_loop/event_loop.hpp"
 #include "lessons/07_coroutines/task.hpp"
 
-namespace clab {
+namespace clab::coro {
 
 class coro_scheduler;
 template <class T>
@@ -355,4 +355,4 @@ coro_handle<T> coro_scheduler::spawn(task<T> t, spawn_options options) {
   return coro_handle<T>(st.release());
 }
 
-}  // namespace clab
+}  // namespace clab::coro

@@ -42,7 +42,9 @@
 #define CLAB_CORO_TRAMPOLINE 0
 #endif
 
-namespace clab {
+// Lessons 07 on live in clab::coro: clab::task is the workload's task (workloads/task.hpp), and an
+// executor's source sees both.
+namespace clab::coro {
 
 template <class T = void>
 class task;
@@ -268,4 +270,4 @@ T run_sync(task<T> t) {
   return t.handle().promise().take();
 }
 
-}  // namespace clab
+}  // namespace clab::coro

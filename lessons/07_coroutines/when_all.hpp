@@ -18,7 +18,7 @@
 #include "lessons/07_coroutines/scheduler.hpp"
 #include "lessons/07_coroutines/task.hpp"
 
-namespace clab {
+namespace clab::coro {
 
 /// What a when_all does with its children's errors (the lesson CLI's --errors).
 /// all: every outcome is reported (gather(..., return_exceptions=True)); when_all never throws.
@@ -167,4 +167,4 @@ task<std::vector<outcome<T>>> when_all(std::vector<task<T>> tasks,
   co_return g.results();
 }
 
-}  // namespace clab
+}  // namespace clab::coro

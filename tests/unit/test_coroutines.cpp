@@ -25,6 +25,7 @@
 #include "support/sanitized.hpp"
 
 using namespace clab;
+using namespace clab::coro;
 using namespace std::chrono_literals;
 
 namespace {
