@@ -86,8 +86,9 @@ TEST_CASE("cancelling after 100 ms wakes every coroutine asleep in a 2 s wait at
   }
 }
 
-TEST_CASE("--errors first: a failing task wakes the coroutines asleep in long waits at once",
-          "[cli][07][first error]") {
+TEST_CASE(
+    "stop at the first error: a failing task wakes the coroutines asleep in long waits at once",
+    "[cli][07][first error]") {
   // The task set: 20 waits, bimodal (1 in 10 is 10x longer: about 53 ms and 526 ms). Which tasks
   // are long comes from a run cancelled between the two lengths: exactly the long ones fail.
   const std::vector<std::string> set = {"--tasks", "20",      "--workload", "wait",
