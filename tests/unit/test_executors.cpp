@@ -115,6 +115,39 @@ TEST_CASE("thousands of tiny tasks", "[executors][00][01]") {
   }
 }
 
+TEST_CASE("lesson 07's ready queue: coroutines start in task order, coro-priority longest first",
+          "[executors][07][priority]") {
+  // All CPU, one thread: every coroutine is spawned (ready) before the first runs, so the order
+  // of the start times is the ready queue's order: task order (FIFO), or the CPU part's length,
+  // longest first, equal lengths in task order.
+  const auto ts = tasks_of(40, workload::cpu, distribution::uniform, 20);
+  const auto ref = reference_checksums(ts);
+  auto start_order = [&](const char* name) {
+    const executor* e = find_executor(name);
+    REQUIRE(e != nullptr);
+    const run_result r = measure(*e, ts, {.workers = 1});
+    REQUIRE(verify(ts, r, ref).ok);
+    std::vector<task_record> recs = r.records;
+    std::stable_sort(recs.begin(), recs.end(), [](const task_record& a, const task_record& b) {
+      return a.start_ns < b.start_ns;
+    });
+    std::vector<std::uint32_t> ids;
+    for (const task_record& rec : recs) ids.push_back(rec.id);
+    return ids;
+  };
+  const auto fifo = start_order("coroutines");
+  for (std::uint32_t k = 0; k < fifo.size(); ++k) CHECK(fifo[k] == k);
+  const auto keyed = start_order("coro-priority");
+  REQUIRE(keyed.size() == ts.size());
+  for (std::size_t k = 1; k < keyed.size(); ++k) {
+    const task& before = ts[keyed[k - 1]];
+    const task& after = ts[keyed[k]];
+    CAPTURE(k, before.id, before.cpu_ns, after.id, after.cpu_ns);
+    CHECK(
+        (before.cpu_ns > after.cpu_ns || (before.cpu_ns == after.cpu_ns && before.id < after.id)));
+  }
+}
+
 TEST_CASE("the registry names each executor once, under its lesson", "[executors]") {
   std::set<std::string_view> names;
   for (const executor* e : all_executors()) {
