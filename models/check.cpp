@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <vector>
 
 #include "models/probe.hpp"
 
@@ -47,6 +48,21 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   std::vector<task> as_run(tasks.begin(), tasks.end());
   for (task& t : as_run) {
     if (t.inject == fault::throw_exception) t.cpu_ns = 0;
+  }
+  // With a graph, every task below a thrown one fails at once, its predecessor having failed: it
+  // neither waits nor computes (ids are a topological order, so one pass finds them all).
+  if (deps != nullptr) {
+    std::vector<std::uint8_t> doomed(as_run.size(), 0);
+    for (std::size_t i = 0; i < as_run.size(); ++i) {
+      doomed[i] = as_run[i].inject == fault::throw_exception ? 1 : 0;
+      for (const std::uint32_t pred : deps->preds(i)) {
+        if (doomed[pred] != 0 && doomed[i] == 0) {
+          doomed[i] = 1;
+          as_run[i].cpu_ns = 0;
+          as_run[i].wait_ns = 0;
+        }
+      }
+    }
   }
   p.simulated = simulate(as_run, p.config);
   p.low_ns = p.high_ns = p.simulated.makespan_ns;

@@ -47,6 +47,22 @@ TEST_CASE("lesson 07's table shows the graph and Brent's bounds", "[cli][07][dep
                         Catch::Contains("verified   yes: 31 of 31"));
 }
 
+TEST_CASE("a failure propagates down lesson 07's tree, and the model knows it", "[cli][07][deps]") {
+  const process_result r =
+      run_lesson(LESSON_07, {"--deps", "tree", "--workload", "mixed", "--tasks", "15", "--task-us",
+                             "2000", "--fail-task", "1", "--json"});
+  CHECK(r.exit_code == 1);
+  const auto j = json_of(r);
+  CHECK(j["verified"] == true);
+  CHECK(j["completed"] == 8);  // task 1's subtree (1, 3, 4, 7-10) fails, the rest completes
+  REQUIRE(j["failed"].size() == 7);
+  for (const auto& f : j["failed"]) {
+    if (f["id"] == 8) CHECK(f["cause"] == "predecessor 3 failed");
+  }
+  // Only the tasks that run are simulated, so the prediction is below Σ t_i of all 15.
+  CHECK(j["predicted_ns"].get<long long>() < 15 * 2'000'000LL);
+}
+
 TEST_CASE("lesson 00 runs a chain: T = Σ t_i, every edge held", "[cli][00][deps]") {
   const process_result r =
       run_lesson(LESSON_00, {"--deps", "chain", "--tasks", "8", "--task-us", "1000", "--json"});
