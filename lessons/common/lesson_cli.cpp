@@ -327,6 +327,7 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
                 c.waits == wait_mode::blocking ? "blocking" : "non-blocking",
                 count(c.workers, "worker").c_str(), count(c.cores, "core").c_str());
   }
+  if (c.deps != nullptr) std::printf(", each task released when its predecessors end");
   if (c.worker_start_ns > 0) {
     std::printf(", %s per worker start", format_ns(c.worker_start_ns).c_str());
   }
