@@ -48,6 +48,15 @@ makespan_bounds graham_bounds(std::span<const task> tasks, int p) {
   return graham_bounds(d, p);
 }
 
+makespan_bounds brent_bounds(std::int64_t work_ns, std::int64_t span_ns, int p) {
+  require_workers(p);
+  // Greedy: at every moment either all P processors compute (at most W/P of such time), or some
+  // task on a longest path is running or waiting (at most S of such time).
+  const double share = static_cast<double>(work_ns) / p;
+  return {std::max(static_cast<std::int64_t>(std::ceil(share)), span_ns),
+          static_cast<std::int64_t>(std::floor(share)) + span_ns};
+}
+
 int effective_parallelism(int p, int cores) { return std::max(1, std::min(p, cores)); }
 
 std::int64_t makespan_lower_bound(std::span<const task> tasks, int p, int cores) {

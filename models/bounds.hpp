@@ -28,6 +28,12 @@ struct makespan_bounds {
 [[nodiscard]] makespan_bounds graham_bounds(std::span<const std::int64_t> durations, int p);
 [[nodiscard]] makespan_bounds graham_bounds(std::span<const task> tasks, int p);
 
+/// Brent's bounds for a greedy schedule of a task graph (--deps) with work W and span S (the
+/// longest path) on P processors: max(W/P, S) ≤ T ≤ W/P + S. Which W, S and P fit an executor is in
+/// models/README.md ("Dependent tasks"): Σt_i on P blocking workers, Σc_i on min(P, cores) where
+/// the waits overlap; S the longest path of t_i in both.
+[[nodiscard]] makespan_bounds brent_bounds(std::int64_t work_ns, std::int64_t span_ns, int p);
+
 /// CPU work runs on at most min(P, cores) cores at once.
 [[nodiscard]] int effective_parallelism(int p, int cores);
 

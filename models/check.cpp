@@ -3,13 +3,14 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <vector>
 
 #include "models/probe.hpp"
 
 namespace clab {
 
 prediction predict(const executor& exec, std::span<const task> tasks, int workers,
-                   const calibration& machine) {
+                   const calibration& machine, const task_graph* deps) {
   prediction p;
   const bool probed = is_probed(exec.plan.worker_start) || is_probed(exec.plan.per_task);
   // A caller that sleeps on each result in turn is woken by every result that comes later than
@@ -43,9 +44,25 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   // A task injected to throw does its wait and then throws where its CPU part would begin: it
   // computes nothing, and the model knows that before the run. (abort, segv and hang end or stall
   // the run, so no makespan is predicted for them beyond what is printed.)
+  p.config.deps = deps;
   std::vector<task> as_run(tasks.begin(), tasks.end());
   for (task& t : as_run) {
     if (t.inject == fault::throw_exception) t.cpu_ns = 0;
+  }
+  // With a graph, every task below a thrown one fails at once, its predecessor having failed: it
+  // neither waits nor computes (ids are a topological order, so one pass finds them all).
+  if (deps != nullptr) {
+    std::vector<std::uint8_t> doomed(as_run.size(), 0);
+    for (std::size_t i = 0; i < as_run.size(); ++i) {
+      doomed[i] = as_run[i].inject == fault::throw_exception ? 1 : 0;
+      for (const std::uint32_t pred : deps->preds(i)) {
+        if (doomed[pred] != 0 && doomed[i] == 0) {
+          doomed[i] = 1;
+          as_run[i].cpu_ns = 0;
+          as_run[i].wait_ns = 0;
+        }
+      }
+    }
   }
   p.simulated = simulate(as_run, p.config);
   p.low_ns = p.high_ns = p.simulated.makespan_ns;
@@ -65,6 +82,7 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
     sim_config other = configure(exec.plan, workers, tasks.size(), machine, near.per_task_ns,
                                  near.caller_cpu_ns, near.worker_cpu_ns);
     other.run_end_ns = p.config.run_end_ns;
+    other.deps = deps;
     take_config(other);
   }
   if (p.config.time_slice_ns > 0) {
@@ -117,6 +135,18 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
           : std::max(tot.sum_cpu_ns / effective_parallelism(p.config.workers, machine.cores),
                      tot.max_ns);
   p.serial_ns = serial_makespan(tasks);
+  if (deps != nullptr) {
+    // Graham's bounds are for independent tasks; a graph has Brent's (models/README.md).
+    const bool nonblocking = exec.plan.waits == wait_mode::nonblocking;
+    p.graham_applies = false;
+    p.brent_applies = true;
+    p.work_ns = nonblocking ? tot.sum_cpu_ns : tot.sum_ns;
+    p.brent_workers =
+        nonblocking ? effective_parallelism(p.config.workers, machine.cores) : p.config.workers;
+    p.span_ns = span_ns(as_run, *deps);
+    p.brent = brent_bounds(p.work_ns, p.span_ns, p.brent_workers);
+    p.lower_bound_ns = std::max(p.lower_bound_ns, p.span_ns);
+  }
   return p;
 }
 
@@ -133,8 +163,9 @@ checked_run run_and_check(const executor& exec, std::span<const task> tasks,
     ro.stop = options.stop;
     ro.on_error = options.on_error;
     ro.slow_callback = options.slow_callback;
+    ro.deps = options.deps;
     run_result result = measure(exec, tasks, ro);
-    verification v = verify(tasks, result, reference);
+    verification v = verify(tasks, result, reference, options.deps);
     if (!v.ok || r == 0) out.verified = std::move(v);  // keep the first failure, if any
     out.makespans.push_back(result.makespan_ns);
     runs.push_back(std::move(result));

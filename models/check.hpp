@@ -48,11 +48,21 @@ struct prediction {
   /// Blocking waits: max(Σc / min(P, C), Σt / P, max t). Non-blocking: max(Σc / min(P, C), max t).
   std::int64_t lower_bound_ns = 0;
   std::int64_t serial_ns = 0;  ///< Σ t_i
+  /// --deps: Brent's bounds max(W/P, S) ≤ T ≤ W/P + S, with W = Σt_i and P the workers for a
+  /// blocking executor, W = Σc_i and P = min(workers, cores) for a non-blocking one, and S the
+  /// longest path of t_i (see models/README.md, "Dependent tasks"). Graham's do not apply then.
+  bool brent_applies = false;
+  int brent_workers = 1;
+  std::int64_t work_ns = 0;
+  std::int64_t span_ns = 0;
+  makespan_bounds brent;
 };
 
-/// The prediction for `exec` running `tasks` with P = workers requested on this machine.
+/// The prediction for `exec` running `tasks` with P = workers requested on this machine; with
+/// `deps`, the tasks in that graph's order (the simulation releases a task when its predecessors
+/// end). `deps` must outlive the prediction (its config points to it).
 [[nodiscard]] prediction predict(const executor& exec, std::span<const task> tasks, int workers,
-                                 const calibration& machine);
+                                 const calibration& machine, const task_graph* deps = nullptr);
 
 struct check_options {
   int workers = 1;
@@ -62,6 +72,7 @@ struct check_options {
   std::stop_token stop;  ///< cancellation, passed to every run
   error_policy on_error = error_policy::collect_all;
   std::optional<std::chrono::milliseconds> slow_callback;  ///< see run_options::slow_callback
+  const task_graph* deps = nullptr;  ///< see run_options::deps; also checked by verification
 };
 
 struct checked_run {

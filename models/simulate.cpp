@@ -42,6 +42,7 @@ struct worker_state {
   int home = -1;         // per-core queues: the core it last ran on; -1 before it starts
   bool ahead = false;    // per-core queues: just started on its launcher's core, runs first
   bool fresh = false;    // per-core queues: placed at its start and not yet queued there
+  bool holding = false;  // deps, blocking: `current` is taken and waits for its predecessors
 };
 
 struct timer {
@@ -70,6 +71,7 @@ class simulator {
       submit_after_starts();
     }
     timeline_.resize(tasks.size());
+    if (c.deps != nullptr) init_deps(*c.deps);
     if (per_core()) {
       cq_.resize(static_cast<std::size_t>(c.cores));
       pull_from_.assign(static_cast<std::size_t>(c.cores), k_inf);
@@ -188,6 +190,51 @@ class simulator {
     }
     timeline_[i].end_ns = static_cast<std::int64_t>(std::llround(now_));
     w.s = state::idle;
+    release_successors(i);
+  }
+
+  // --deps: counts of unfinished predecessors, and each task's successors (compressed rows).
+  void init_deps(const task_graph& g) {
+    if (g.size() != tasks_.size()) throw std::invalid_argument("simulate: graph and tasks differ");
+    const std::size_t n = tasks_.size();
+    left_.assign(n, 0);
+    parked_on_.assign(n, k_none);
+    started_.assign(n, 0);
+    succ_first_.assign(n + 1, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+      left_[i] = static_cast<std::uint32_t>(g.preds(i).size());
+      for (const std::uint32_t p : g.preds(i)) ++succ_first_[p + 1];
+    }
+    for (std::size_t i = 0; i < n; ++i) succ_first_[i + 1] += succ_first_[i];
+    succ_.resize(g.edges());
+    std::vector<std::uint32_t> fill(succ_first_.begin(), succ_first_.end() - 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      for (const std::uint32_t p : g.preds(i)) succ_[fill[p]++] = static_cast<std::uint32_t>(i);
+    }
+  }
+  bool released(std::size_t i) const { return left_.empty() || left_[i] == 0; }
+  // Task i has ended: a successor whose last predecessor it was is released; one parked on a
+  // non-blocking worker goes to that worker's ready queue (an event's set() making it ready).
+  void release_successors(std::size_t i) {
+    if (left_.empty()) return;
+    for (std::uint32_t k = succ_first_[i]; k < succ_first_[i + 1]; ++k) {
+      const std::uint32_t s = succ_[k];
+      if (--left_[s] == 0 && parked_on_[s] != k_none) ready(w_[parked_on_[s]]).push_back(s);
+    }
+  }
+
+  // Worker k starts w.current: its record, then its first phase.
+  void begin_task(std::size_t k) {
+    worker_state& w = w_[k];
+    w.delay = w.handed ? static_cast<double>(c_.handoff_delay_ns) : 0.0;
+    w.ran_one = true;
+    w.handed = false;
+    if (!started_.empty()) started_[w.current] = 1;
+    task_record& r = timeline_[w.current];
+    r.id = tasks_[w.current].id;
+    r.worker = static_cast<std::int32_t>(k);
+    r.start_ns = static_cast<std::int64_t>(std::llround(now_));
+    enter_phase(k, 0);
   }
 
   // Lets every idle worker pick up work at the current time, in worker order.
@@ -213,21 +260,31 @@ class simulator {
           }
           continue;
         }
-        if (next_task(k, w.current)) {  // start a new task (non-blocking executors do this first)
-          w.delay = w.handed ? static_cast<double>(c_.handoff_delay_ns) : 0.0;
-          w.ran_one = true;
-          w.handed = false;
-          task_record& r = timeline_[w.current];
-          r.id = tasks_[w.current].id;
-          r.worker = static_cast<std::int32_t>(k);
-          r.start_ns = static_cast<std::int64_t>(std::llround(now_));
-          enter_phase(k, 0);
+        if (w.holding) {  // deps, blocking: it waits for the task it holds
+          if (!released(w.current)) continue;
+          w.holding = false;
+          begin_task(k);
+          moved = true;
+        } else if (next_task(k, w.current)) {  // a new task (non-blocking executors: this first)
+          if (!released(w.current)) {          // deps: its predecessors have not all ended
+            if (blocking()) {
+              w.holding = true;
+            } else {
+              parked_on_[w.current] = k;  // started by release_successors()
+            }
+          } else {
+            begin_task(k);
+          }
           moved = true;
         } else if (!blocking() && !ready(w).empty()) {
           w.current = ready(w).front();
           ready(w).pop_front();
-          timeline_[w.current].worker = static_cast<std::int32_t>(k);
-          enter_phase(k, 2);
+          if (!started_.empty() && started_[w.current] == 0) {  // released from its predecessors
+            begin_task(k);
+          } else {
+            timeline_[w.current].worker = static_cast<std::int32_t>(k);
+            enter_phase(k, 2);
+          }
           moved = true;
         } else if (blocking()) {
           w.s = state::done;
@@ -563,6 +620,13 @@ class simulator {
   std::uint64_t timer_seq_ = 0;
   std::vector<task_record> timeline_;
   double now_ = 0;
+  // --deps (empty without): unfinished predecessors per task, the worker a non-blocking task is
+  // parked on (k_none if not parked), whether it has started, and the successors of each task.
+  std::vector<std::uint32_t> left_;
+  std::vector<std::size_t> parked_on_;
+  std::vector<std::uint8_t> started_;
+  std::vector<std::uint32_t> succ_first_;
+  std::vector<std::uint32_t> succ_;
 };
 
 std::int64_t cost_of(unit_cost c, const calibration& m) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "workloads/calibration.hpp"
+#include "workloads/deps.hpp"
 #include "workloads/run.hpp"
 #include "workloads/task.hpp"
 
@@ -53,6 +54,11 @@ struct sim_config {
   /// CPU time the caller spends submitting each task to a pool, after starting the workers and
   /// beside them (the probe's caller_cpu_ns); 0 where the tasks need no submission.
   std::int64_t submit_ns = 0;
+  /// --deps: a task becomes available only once its predecessors have ended (its release time).
+  /// A blocking worker whose next task is not released waits for it (a thread blocked on its
+  /// predecessors' results); a non-blocking one parks it, as a coroutine awaiting an event, and
+  /// starts it from the ready queue once its last predecessor ends. Null: independent tasks.
+  const task_graph* deps = nullptr;
 };
 
 struct sim_result {

@@ -58,6 +58,9 @@ class result_slots {
   [[nodiscard]] bool stopping() const {
     return stop_.stop_requested() || first_error_.stop_requested();
   }
+  /// True once task `id` has completed (its record is in). Read it on the thread that runs the
+  /// tasks (serial, a coroutine scheduler's), or after the joins: slots carry no lock.
+  [[nodiscard]] bool completed(std::uint32_t id) const { return done_.at(id) != 0; }
   /// Stopped by the first task failure under stop_at_first (for executors whose waits can be
   /// woken; the caller's own cancellation is options.stop).
   [[nodiscard]] std::stop_token first_error_token() const noexcept {

@@ -1,6 +1,8 @@
 #include "workloads/run.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 namespace clab {
 
@@ -25,7 +27,15 @@ std::pair<std::size_t, std::size_t> block_range(std::size_t n, int parts, int k)
   return {begin, begin + base + (i < extra ? 1 : 0)};
 }
 
+std::string predecessor_failed(std::uint32_t p) {
+  return "predecessor " + std::to_string(p) + " failed";
+}
+
 run_result measure(const executor& exec, std::span<const task> tasks, run_options options) {
+  if (options.deps != nullptr && !exec.supports_deps) {
+    throw std::invalid_argument("executor '" + std::string(exec.name) +
+                                "' does not run dependent tasks");
+  }
   options.origin = run_clock::now();
   run_result r = exec.run(tasks, options);
   r.makespan_ns = ns_since(options.origin);

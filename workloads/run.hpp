@@ -19,6 +19,8 @@
 
 namespace clab {
 
+struct task_graph;  // workloads/deps.hpp
+
 using run_clock = std::chrono::steady_clock;
 
 /// One completed task: what it computed, when (ns since the run's origin) and on which worker.
@@ -51,7 +53,15 @@ struct run_options {
   /// Event loops (lesson 05 on): report every callback that runs longer than this, on stderr, and
   /// name one that is still running past it (the loop's lag monitor). Others ignore it.
   std::optional<std::chrono::milliseconds> slow_callback;
+  /// --deps: task i starts only after each of its predecessors has ended; a task whose predecessor
+  /// failed does not run. Null: independent tasks. Only where executor::supports_deps (measure()
+  /// refuses the others). Passed by pointer, not in `task`: tasks travel to child processes as
+  /// plain values.
+  const task_graph* deps = nullptr;
 };
+
+/// The cause reported for a task that did not run because predecessor `p` failed (--deps).
+[[nodiscard]] std::string predecessor_failed(std::uint32_t p);
 
 struct run_result {
   std::vector<task_record> records;  ///< one per completed task, in any order
@@ -147,6 +157,9 @@ struct executor {
   bool lag_monitor = false;  ///< honours run_options::slow_callback (our event loops)
   /// A library's row beside ours (Asio, oneTBB, libuv): the sweep gives it fewer points.
   bool reference = false;
+  /// Honours run_options::deps: runs a task only after its predecessors (serial by its id order,
+  /// lesson 07's coroutines by awaiting an event per predecessor).
+  bool supports_deps = false;
   run_function run = nullptr;
 };
 
@@ -159,6 +172,7 @@ struct executor {
 [[nodiscard]] std::pair<std::size_t, std::size_t> block_range(std::size_t n, int parts, int k);
 
 /// Runs `tasks` on `exec` with time zero taken just before the call; sets makespan_ns.
+/// Throws std::invalid_argument for options.deps on an executor that does not support them.
 [[nodiscard]] run_result measure(const executor& exec, std::span<const task> tasks,
                                  run_options options);
 

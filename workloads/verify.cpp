@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "workloads/deps.hpp"
 #include "workloads/kernel.hpp"
 
 namespace clab {
@@ -11,6 +12,35 @@ std::string hex(std::uint64_t x) {
   std::ostringstream s;
   s << "0x" << std::hex << x;
   return s.str();
+}
+
+/// The order of a graph run: each edge p→i whose task i completed needs p completed before i began.
+void check_order(std::span<const task> tasks, const run_result& result, const task_graph& g,
+                 verification& v) {
+  if (g.size() != tasks.size()) {
+    v.problems.push_back("the task graph has " + std::to_string(g.size()) + " tasks, the set " +
+                         std::to_string(tasks.size()));
+    return;
+  }
+  std::vector<const task_record*> rec(tasks.size(), nullptr);
+  for (const task_record& r : result.records) {
+    if (r.id < tasks.size()) rec[r.id] = &r;
+  }
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    if (rec[i] == nullptr) continue;
+    for (const std::uint32_t p : g.preds(i)) {
+      const std::string edge = "edge " + std::to_string(p) + "→" + std::to_string(i);
+      if (rec[p] == nullptr) {
+        v.problems.push_back(edge + ": task " + std::to_string(i) + " ran, but its predecessor " +
+                             std::to_string(p) + " did not complete");
+      } else if (rec[i]->start_ns < rec[p]->end_ns) {
+        v.problems.push_back(edge + ": task " + std::to_string(i) + " started at " +
+                             std::to_string(rec[i]->start_ns) + " ns, before task " +
+                             std::to_string(p) + " ended at " + std::to_string(rec[p]->end_ns) +
+                             " ns");
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -23,7 +53,7 @@ std::vector<std::uint64_t> reference_checksums(std::span<const task> tasks) {
 }
 
 verification verify(std::span<const task> tasks, const run_result& result,
-                    std::span<const std::uint64_t> reference) {
+                    std::span<const std::uint64_t> reference, const task_graph* deps) {
   verification v;
   if (reference.size() != tasks.size()) {
     v.problems.push_back("reference has " + std::to_string(reference.size()) + " checksums for " +
@@ -63,13 +93,25 @@ verification verify(std::span<const task> tasks, const run_result& result,
       ++v.completed;
     }
   }
+  // With a graph, a task may also fail because a predecessor failed: it must name one that did.
+  std::vector<std::uint8_t> failed(tasks.size(), 0);
+  for (const task_failure& f : result.failed) {
+    if (f.id < tasks.size()) failed[f.id] = 1;
+  }
+  const auto after_failure = [&](const task_failure& f) {
+    if (deps == nullptr || deps->size() != tasks.size()) return false;
+    for (const std::uint32_t p : deps->preds(f.id)) {
+      if (failed[p] != 0 && f.cause == predecessor_failed(p)) return true;
+    }
+    return false;
+  };
   for (const task_failure& f : result.failed) {
     if (!note(f.id, "failure")) continue;
     ++v.failed;
     // Only a task that was told to fail may fail, or one that a stop kept from starting:
     // anything else is the executor losing it.
     const bool cancelled = result.stopped && f.cause == k_cancelled;
-    if (tasks[f.id].inject == fault::none && !cancelled) {
+    if (tasks[f.id].inject == fault::none && !cancelled && !after_failure(f)) {
       v.problems.push_back("task " + std::to_string(f.id) +
                            " failed without an injected fault: " + f.cause);
     }
@@ -79,6 +121,7 @@ verification verify(std::span<const task> tasks, const run_result& result,
       v.problems.push_back("task " + std::to_string(id) + " never ran and was not reported failed");
     }
   }
+  if (deps != nullptr) check_order(tasks, result, *deps, v);
   v.ok = v.problems.empty();
   return v;
 }

@@ -1,7 +1,8 @@
 // Verification: every run is checked, in Release builds too. Each task must appear exactly once,
 // as a record or as a reported failure; only a task with an injected fault may fail; every record's
 // checksum must equal serial's, its times must lie within the run and cover at least its own wait,
-// and it must name a worker the run started.
+// and it must name a worker the run started. With a task graph (--deps), every edge p→i between
+// completed tasks must hold in the records: task i started no sooner than task p ended.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +25,12 @@ struct verification {
   std::vector<std::string> problems;  ///< one line each, naming the task
 };
 
-/// Checks `result` against `tasks` and the reference checksums (same order as tasks).
+/// Checks `result` against `tasks` and the reference checksums (same order as tasks). With `deps`
+/// also the order: for every edge p→i, record i starts at or after record p's end; a task whose
+/// predecessor did not complete must not have run, and may fail as predecessor_failed(p) only if
+/// p is its predecessor and failed.
 [[nodiscard]] verification verify(std::span<const task> tasks, const run_result& result,
-                                  std::span<const std::uint64_t> reference);
+                                  std::span<const std::uint64_t> reference,
+                                  const task_graph* deps = nullptr);
 
 }  // namespace clab

@@ -3,16 +3,21 @@
 // sleep_for, suspends the coroutine onto a loop timer and keeps nothing but its frame.
 // `coro-priority`: the same, with the ready coroutines taken longest CPU part first. Look for:
 // run_task() reads like lesson 00's loop body, as lesson 06's does, but every place it may give
-// up its thread is spelled `co_await`.
+// up its thread is spelled `co_await`. With --deps each task first awaits an event per
+// predecessor (event.hpp), set when that predecessor ends, however it ends.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 #include "lessons/05_event_loop/event_loop.hpp"
+#include "lessons/07_coroutines/event.hpp"
 #include "lessons/07_coroutines/executors.hpp"
 #include "lessons/07_coroutines/scheduler.hpp"
 #include "lessons/07_coroutines/task.hpp"
+#include "workloads/deps.hpp"
 #include "workloads/execute.hpp"
 
 namespace clab {
@@ -21,14 +26,20 @@ namespace {
 /// What every coroutine of one run shares: the tasks, the result slots (which know the stop and
 /// the error policy), the time origin, and one stop that both a cancellation (--cancel-after-ms)
 /// and a first error (--errors first) request, so that either wakes every sleeping coroutine at
-/// once (each sleep's stop callback cancels its timer).
+/// once (each sleep's stop callback cancels its timer). With --deps, an event per task, set when
+/// the task ends (completed, failed or cancelled).
 struct coro_run {
   coro_run(std::span<const task> t, const run_options& o)
-      : tasks(t), options(o), slots(t.size(), o), stop(o.stop, slots) {}
+      : tasks(t),
+        options(o),
+        slots(t.size(), o),
+        stop(o.stop, slots),
+        ended(o.deps != nullptr ? t.size() : 0) {}
   std::span<const task> tasks;
   const run_options& options;
   result_slots slots;
   run_stop stop;
+  std::vector<coro::event> ended;  // outlives the scheduler, so no waiter outlives its event
 };
 
 // [snippet:coro-task]
@@ -66,6 +77,24 @@ coro::task<void> run_task(coro_run& run, std::uint32_t i) {
 }
 // [end-snippet]
 
+/// Task i of a graph (--deps): it awaits each predecessor's end, then runs as above, then tells
+/// its successors. A predecessor that did not complete keeps it from running ("predecessor N
+/// failed"), so a failure propagates down the graph. Under a stop nothing here needs waking: a
+/// stop wakes every sleeping task, each ending one sets its event, and the tasks it releases find
+/// the run stopping and end cancelled in run_task(), so every waiter is released in turn.
+coro::task<void> run_after_predecessors(coro_run& run, std::uint32_t i) {
+  const auto preds = run.options.deps->preds(i);
+  for (const std::uint32_t p : preds) co_await run.ended[p];
+  const auto failed = std::find_if(preds.begin(), preds.end(),
+                                   [&](std::uint32_t p) { return !run.slots.completed(p); });
+  if (failed != preds.end() && !run.slots.stopping()) {
+    run.slots.fail(i, predecessor_failed(*failed));
+  } else {
+    co_await run_task(run, i);  // its start_ns is taken now, after the predecessors
+  }
+  run.ended[i].set();
+}
+
 /// --slow-callback-ms: lesson 05's lag monitor, with each coroutine resumed from a loop callback
 /// of its own, so that a coroutine that computes without suspending is named while it holds its
 /// thread. Labels are task id + 1 (0 is "no label").
@@ -90,7 +119,8 @@ slow_callback_reporter slow_coroutine_reporter(int worker, std::chrono::millisec
 /// Every task a coroutine on the calling thread, spawned in task order before the loop turns. In
 /// priority order a task's key is its CPU part (cpu_ns), not its whole length t_i as lesson 03's
 /// LPT pool uses: on one thread the waits all overlap, and only the CPU parts queue for the thread,
-/// so the CPU part is what a ready coroutine still has to do and what ordering them changes.
+/// so the CPU part is what a ready coroutine still has to do and what ordering them changes. With
+/// --deps every task is still spawned at once, in id order; those with predecessors park on them.
 run_result run_coroutines(std::span<const task> tasks, const run_options& options,
                           coro::ready_order order) {
   coro_run run(tasks, options);
@@ -104,7 +134,7 @@ run_result run_coroutines(std::span<const task> tasks, const run_options& option
   const bool keyed = order == coro::ready_order::priority;
   for (std::uint32_t i = 0; i < tasks.size(); ++i) {
     sched
-        .spawn(run_task(run, i),
+        .spawn(options.deps != nullptr ? run_after_predecessors(run, i) : run_task(run, i),
                {.label = i + 1, .priority = keyed ? tasks[i].cpu_ns : std::int64_t{0}})
         .detach();
   }
@@ -139,6 +169,7 @@ const executor& coroutines_executor() {
                .probe_parked = true},
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
+      .supports_deps = true,
       .run = run_fifo,
   };
   return e;
@@ -162,6 +193,7 @@ const executor& coro_priority_executor() {
                .probe_parked = true},
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
+      .supports_deps = true,
       .run = run_priority,
   };
   return e;

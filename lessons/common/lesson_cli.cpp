@@ -22,6 +22,7 @@
 #include "lessons/common/print.hpp"
 #include "models/check.hpp"
 #include "workloads/calibration.hpp"
+#include "workloads/deps.hpp"
 #include "workloads/verify.hpp"
 
 namespace clab {
@@ -57,6 +58,7 @@ struct flags {
   std::optional<int> cancel_after_ms;
   std::string errors = "all";
   std::optional<int> slow_callback_ms;
+  std::string deps = "none";
 };
 
 struct plan {
@@ -64,7 +66,12 @@ struct plan {
   task_set_spec spec;
   int workers = 1;
   fault inject = fault::none;
+  deps_shape deps = deps_shape::none;
 };
+
+// The executors whose run honours run_options::deps (executor::supports_deps), for the refusal's
+// line; the CLI sees one lesson's executors only, so the list is kept here, beside that flag.
+constexpr const char* k_deps_executors = "serial, coroutines, coro-priority";
 
 std::string names_of(std::span<const executor* const> execs) {
   std::string s;
@@ -138,6 +145,11 @@ plan check(const flags& f, const lesson_info& lesson) {
     throw usage_error("--slow-callback-ms: executor '" + std::string(p.exec->name) +
                       "' has no lag monitor; allowed with this lesson's executors that have one");
   }
+  p.deps = parse_deps_shape(f.deps).value();
+  if (p.deps != deps_shape::none && !p.exec->supports_deps) {
+    throw usage_error("--deps: executor '" + std::string(p.exec->name) +
+                      "' does not run dependent tasks (supported: " + k_deps_executors + ")");
+  }
   if (f.task_timeout_ms && !p.exec->can_enforce_timeout) {
     if (!p.exec->no_timeout_because.empty()) {
       throw usage_error("--task-timeout-ms: executor '" + std::string(p.exec->name) +
@@ -185,6 +197,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["dist"] = to_string(p.spec.dist);
   j["task_us"] = p.spec.task_us;
   j["seed"] = p.spec.seed;
+  j["deps"] = to_string(p.deps);
   j["sum_task_ns"] = tot.sum_ns;
   j["sum_cpu_ns"] = tot.sum_cpu_ns;
   j["max_task_ns"] = tot.max_ns;
@@ -197,7 +210,16 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                    {"lower_ns", pred.graham.lower_ns},
                    {"upper_ns", pred.graham.upper_ns}};
   } else {
-    j["graham"] = nullptr;  // mixed work: no single P of identical workers
+    j["graham"] = nullptr;  // mixed work (no single P of identical workers), or a task graph
+  }
+  if (pred.brent_applies) {
+    j["brent"] = {{"workers", pred.brent_workers},
+                  {"work_ns", pred.work_ns},
+                  {"span_ns", pred.span_ns},
+                  {"lower_ns", pred.brent.lower_ns},
+                  {"upper_ns", pred.brent.upper_ns}};
+  } else {
+    j["brent"] = nullptr;  // independent tasks
   }
   j["model"] = {{"policy", to_string(pred.config.policy)},
                 {"waits", pred.config.waits == wait_mode::blocking ? "blocking" : "nonblocking"},
@@ -270,7 +292,7 @@ std::string count(int n, const char* noun) {
 }
 
 void print_header(const lesson_info& lesson, const plan& p, std::span<const task> tasks,
-                  const calibration& machine) {
+                  const calibration& machine, const task_graph& graph) {
   const task_set_totals tot = totals(tasks);
   std::printf("lesson %s · %s · executor %s: %s\n", std::string(lesson.number).c_str(),
               std::string(lesson.title).c_str(), std::string(p.exec->name).c_str(),
@@ -282,6 +304,10 @@ void print_header(const lesson_info& lesson, const plan& p, std::span<const task
       format_ns(static_cast<std::int64_t>(p.spec.task_us * 1e3)).c_str(),
       static_cast<unsigned long long>(p.spec.seed), format_ns(tot.sum_ns).c_str(),
       format_ns(tot.max_ns).c_str());
+  if (p.deps != deps_shape::none) {
+    std::printf("deps       %s: %zu edges, a task starts once its predecessors have ended\n",
+                std::string(to_string(p.deps)).c_str(), graph.edges());
+  }
   std::printf(
       "machine    %s · kernel %.3f ns/iteration (CV %.1f%%) · sleep overshoot %s · "
       "thread start %s · process start %s · wake-up %s · time slice %s · balance %s\n",
@@ -301,6 +327,7 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
                 c.waits == wait_mode::blocking ? "blocking" : "non-blocking",
                 count(c.workers, "worker").c_str(), count(c.cores, "core").c_str());
   }
+  if (c.deps != nullptr) std::printf(", each task released when its predecessors end");
   if (c.worker_start_ns > 0) {
     std::printf(", %s per worker start", format_ns(c.worker_start_ns).c_str());
   }
@@ -336,7 +363,15 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
                 format_ns(over / static_cast<std::int64_t>(waits)).c_str());
   }
   std::printf("\n");
-  if (pred.graham_applies) {
+  if (pred.brent_applies) {
+    std::printf(
+        "bounds     Brent on P = %d: max(W/P, S) = %s ≤ T ≤ W/P + S = %s, W = %s = %s, span S "
+        "(longest path of t_i) = %s · serial Σt_i = %s\n",
+        pred.brent_workers, format_ns(pred.brent.lower_ns).c_str(),
+        format_ns(pred.brent.upper_ns).c_str(), c.waits == wait_mode::blocking ? "Σt_i" : "Σc_i",
+        format_ns(pred.work_ns).c_str(), format_ns(pred.span_ns).c_str(),
+        format_ns(pred.serial_ns).c_str());
+  } else if (pred.graham_applies) {
     std::printf(
         "bounds     Graham on P = %d: %s ≤ T ≤ %s for a greedy schedule · serial Σt_i = %s\n",
         pred.graham_workers, format_ns(pred.graham.lower_ns).c_str(),
@@ -427,13 +462,15 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
   const calibration machine = calibrate();
   std::vector<task> tasks = make_task_set(p.spec, machine.ns_per_iteration);
   if (f.fail_task) tasks[*f.fail_task].inject = p.inject;
-  const prediction pred = predict(*p.exec, tasks, p.workers, machine);
+  const task_graph graph = make_task_graph(p.deps, tasks.size(), p.spec.seed);
+  const task_graph* deps = p.deps != deps_shape::none ? &graph : nullptr;
+  const prediction pred = predict(*p.exec, tasks, p.workers, machine, deps);
 
   if (f.predict) {
     if (f.json) {
       std::cout << json_line(lesson, p, tasks, machine, pred, nullptr).dump() << '\n';
     } else {
-      print_header(lesson, p, tasks, machine);
+      print_header(lesson, p, tasks, machine, graph);
       print_model(pred, tasks, machine);
       std::printf("\nprediction %s   (run without --predict to measure it)\n",
                   format_ns(pred.simulated.makespan_ns).c_str());
@@ -447,7 +484,7 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
                  program.c_str(), *f.fail_task, std::string(p.exec->name).c_str());
   }
   if (!f.json) {
-    print_header(lesson, p, tasks, machine);
+    print_header(lesson, p, tasks, machine, graph);
     print_model(pred, tasks, machine);
     std::fflush(stdout);  // a fault that kills the process should not swallow the header
   }
@@ -459,6 +496,7 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
   if (f.task_timeout_ms) opts.task_timeout = std::chrono::milliseconds(*f.task_timeout_ms);
   opts.on_error = f.errors == "first" ? error_policy::stop_at_first : error_policy::collect_all;
   if (f.slow_callback_ms) opts.slow_callback = std::chrono::milliseconds(*f.slow_callback_ms);
+  opts.deps = deps;
   const std::vector<std::uint64_t> reference = reference_checksums(tasks);
   std::stop_source cancel;
   opts.stop = cancel.get_token();
@@ -544,6 +582,12 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
                  "after a task fails: all (run every other task, report each outcome) or first "
                  "(start no task after the first failure)")
       ->check(CLI::IsMember({"all", "first"}))
+      ->capture_default_str();
+  app.add_option("--deps", f.deps,
+                 "dependencies: none, chain (i after i-1), tree (i after (i-1)/2), dag (seeded "
+                 "random, 1-3 of the 8 tasks before); a task starts once its predecessors have "
+                 "ended (serial, coroutines, coro-priority)")
+      ->check(CLI::IsMember({"none", "chain", "tree", "dag"}))
       ->capture_default_str();
   app.add_option("--task-timeout-ms", f.task_timeout_ms,
                  "M: stop a task after M ms, where the executor can")

@@ -160,6 +160,17 @@ TEST_CASE("the registry names each executor once, under its lesson", "[executors
   CHECK(find_executor("no-such-executor") == nullptr);
 }
 
+TEST_CASE("the executors that run dependent tasks are serial and lesson 07's",
+          "[executors][deps]") {
+  // The lesson CLI names these in its one-line refusal of --deps (lesson_cli.cpp,
+  // k_deps_executors): a new one must be added there too.
+  std::string names;
+  for (const executor* e : all_executors()) {
+    if (e->supports_deps) names += (names.empty() ? "" : ", ") + std::string(e->name);
+  }
+  CHECK(names == "serial, coroutines, coro-priority");
+}
+
 namespace {
 
 std::size_t count_cancelled(const run_result& r) {
