@@ -345,7 +345,8 @@ TEST_CASE("destroying unfinished tasks frees their frames; their timers never fi
     loop.call_later(5ms, [&loop] { loop.stop(); });
     sched.run();
     CHECK(sched.live() == 3);
-    CHECK(loop.pending_timers() == 5);  // lone, the child, three when_all children
+    CHECK(sched.sleeping() == 5);       // lone, the child, three when_all children...
+    CHECK(loop.pending_timers() == 1);  // ...on the scheduler's one loop timer
     // lone's, parent's, group's, the child's, and the argument the parent passed it: that one lives
     // until the end of the full expression `co_await child(c)`, which is suspended.
     CHECK(counted::live == 5);
@@ -356,7 +357,7 @@ TEST_CASE("destroying unfinished tasks frees their frames; their timers never fi
   }
   CHECK(counted::live == 0);
   CHECK(this_thread_frame_stats().live() == 0);
-  CHECK(loop.pending_timers() == 0);  // every sleep cancelled its timer
+  CHECK(loop.pending_timers() == 0);  // the sleep heap's timer went with the scheduler
   loop.run();                         // returns at once: nothing may fire into a destroyed frame
 }
 
@@ -546,10 +547,10 @@ TEST_CASE("skynet through when_all: the sum checks, depth-first keeps few frames
 }
 
 TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") {
-  // 1M in every preset: a sleeping coroutine costs its frame, a small join state and a loop timer.
+  // 1M in every preset: a sleeping coroutine costs its frame, a 56-byte slot of the scheduler's
+  // slab (spawn_detached: no join state) and a 16-byte entry of the sleep heap.
   constexpr int k_sleepers = 1'000'000;
   event_loop loop;
-  loop.reserve_timers(k_sleepers);
   coro_scheduler sched(loop);
   int done = 0;
   auto body = [](int& d) -> task<void> {
@@ -558,7 +559,7 @@ TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") 
   };
   const long rss0 = resident_bytes();
   long rss_peak = 0;
-  for (int i = 0; i < k_sleepers; ++i) sched.spawn(body(done)).detach();
+  for (int i = 0; i < k_sleepers; ++i) sched.spawn_detached(body(done));
   const std::size_t frame_bytes = this_thread_frame_stats().last_bytes;
   // Once all are asleep (the first batch has run them all), sample the resident set.
   loop.call_later(1ms, [&] { rss_peak = resident_bytes(); });
@@ -568,7 +569,7 @@ TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") 
   CHECK(this_thread_frame_stats().live() == 0);
   const double per = static_cast<double>(rss_peak - rss0) / k_sleepers;
   WARN("1M sleeping coroutines: about " << per << " B resident each (a frame of " << frame_bytes
-                                        << " B, its join state, its loop timer, queue entries)");
+                                        << " B, its slab slot, its sleep heap entry)");
 }
 
 TEST_CASE("the lag monitor names a coroutine that runs long without suspending", "[07][lag]") {
