@@ -340,12 +340,13 @@ sleep_awaiter::~sleep_awaiter() {
 
 void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("sleep_for");
+  const event_loop::clock::time_point deadline = node_.deadline();
   unit.resume = h;
   node_.ctx = &unit;
   try {
-    unit.sched->sleep_push(&node_, deadline_);
+    unit.sched->sleep_push(&node_, deadline);
   } catch (...) {
-    node_.ctx = nullptr;
+    node_ = detail::sleep_node(deadline);
     throw;
   }
 }
@@ -369,13 +370,14 @@ stoppable_sleep::~stoppable_sleep() {
 void stoppable_sleep::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("sleep_for");
   coro_scheduler& sched = *unit.sched;
+  const event_loop::clock::time_point deadline = node_.deadline();
   unit.resume = h;
   id_ = sched.stoppables()->add(this);
   node_.ctx = &unit;
   try {
-    sched.sleep_push(&node_, deadline_);
+    sched.sleep_push(&node_, deadline);
   } catch (...) {
-    node_.ctx = nullptr;
+    node_ = detail::sleep_node(deadline);
     sched.stoppables()->erase(std::exchange(id_, 0));
     throw;
   }

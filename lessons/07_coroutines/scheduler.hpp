@@ -65,12 +65,23 @@ struct coro_ctx : final_hook {
 
 /// A sleep as the scheduler's sleep heap knows it (the part of a sleep awaiter it touches): the
 /// unit asleep, its position in the heap (k_not_asleep once out) and its arrival number, which
-/// breaks ties between equal deadlines (FIFO).
+/// breaks ties between equal deadlines (FIFO). Until it parks (ctx null) the same 8 bytes hold its
+/// deadline: the heap's entry keeps the deadline from then on. 16 bytes in all.
 struct sleep_node {
   static constexpr std::uint32_t k_not_asleep = 0xFFFF'FFFFU;
+  explicit sleep_node(event_loop::clock::time_point deadline) noexcept {
+    const auto ns = static_cast<std::uint64_t>(deadline.time_since_epoch().count());
+    pos = static_cast<std::uint32_t>(ns);
+    seq = static_cast<std::uint32_t>(ns >> 32U);
+  }
+  /// The deadline given at construction; meaningful only until the node parks.
+  [[nodiscard]] event_loop::clock::time_point deadline() const noexcept {
+    const std::uint64_t ns = (std::uint64_t{seq} << 32U) | pos;
+    return event_loop::clock::time_point(event_loop::clock::duration(static_cast<std::int64_t>(ns)));
+  }
   coro_ctx* ctx = nullptr;  // set while asleep or woken and not yet resumed
-  std::uint32_t pos = k_not_asleep;
-  std::uint32_t seq = 0;
+  std::uint32_t pos;
+  std::uint32_t seq;
 };
 
 /// A spawn_detached unit: its context and its frame (null once finished: the slot is free). Kept in
@@ -305,11 +316,11 @@ class coro_scheduler {
 
 /// co_await sleep_until(tp): parks the coroutine in the scheduler's sleep heap until `deadline` (a
 /// deadline already past still waits for the loop's next turn). Destroying the frame meanwhile
-/// takes it out of the heap. 24 bytes of the frame. Only in a coroutine run by a coro_scheduler
+/// takes it out of the heap. 16 bytes of the frame. Only in a coroutine run by a coro_scheduler
 /// (std::logic_error elsewhere).
 class [[nodiscard]] sleep_awaiter {
  public:
-  explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept : deadline_(deadline) {}
+  explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept : node_(deadline) {}
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter();
@@ -318,7 +329,6 @@ class [[nodiscard]] sleep_awaiter {
   void await_resume() noexcept { node_.ctx = nullptr; }
 
  private:
-  event_loop::clock::time_point deadline_;
   detail::sleep_node node_;
 };
 
@@ -329,7 +339,7 @@ class [[nodiscard]] sleep_awaiter {
 class [[nodiscard]] stoppable_sleep {
  public:
   stoppable_sleep(event_loop::clock::time_point deadline, std::stop_token token) noexcept
-      : deadline_(deadline), token_(std::move(token)) {}
+      : node_(deadline), token_(std::move(token)) {}
   stoppable_sleep(const stoppable_sleep&) = delete;
   stoppable_sleep& operator=(const stoppable_sleep&) = delete;
   ~stoppable_sleep();
@@ -350,9 +360,8 @@ class [[nodiscard]] stoppable_sleep {
   void stop_requested() noexcept;
   void wake_cancelled() noexcept;
 
-  event_loop::clock::time_point deadline_;
-  std::stop_token token_;
   detail::sleep_node node_;
+  std::stop_token token_;
   std::uint64_t id_ = 0;  // its number in the scheduler's registry (0: not registered)
   bool cancelled_ = false;
   std::optional<std::stop_callback<on_stop>> callback_;
@@ -442,7 +451,7 @@ coro_handle<T> coro_scheduler::spawn(task<T> t, spawn_options options) {
   };
   make_ready(t.handle(), st.get());  // may throw (priority heap growth): t still owns the frame
   auto h = t.release();
-  h.promise().hook = st.get();
+  h.promise().set_hook(st.get());
   st->frame = h;
   st->next = units_;
   if (units_ != nullptr) units_->prev = st.get();
@@ -478,7 +487,7 @@ void coro_scheduler::spawn_detached(task<T> t, spawn_options options) {
     throw;
   }
   auto h = t.release();
-  h.promise().hook = u;
+  h.promise().set_hook(u);
   u->frame = h;
   ++live_;
 }

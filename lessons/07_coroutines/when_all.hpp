@@ -95,7 +95,7 @@ class gather {
       c.label = unit->label;
       c.owner = this;
       c.index = i;
-      tasks_[i].handle().promise().hook = &c;
+      tasks_[i].handle().promise().set_hook(&c);
       unit->sched->make_ready(tasks_[i].handle(), &c, /*front=*/true);
     }
   }
