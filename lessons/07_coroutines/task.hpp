@@ -72,11 +72,12 @@ void reset_frame_stats() noexcept;
 
 namespace detail {
 
-/// A frame of `bytes` from this thread's free list of its size class (8-byte classes up to
-/// 1 KiB), else from ::operator new; counted in frame_stats. Throws std::bad_alloc.
+/// A frame of `bytes` from this thread's free list of its size class (16-byte classes up to
+/// 1 KiB), else from the shared depot or a new chunk (larger: ::operator new); counted in
+/// frame_stats. Throws std::bad_alloc.
 void* allocate_frame(std::size_t bytes);
-/// Returns a frame to the free list of the calling thread (any thread: the block came from
-/// ::operator new, so it may end up cached on another thread than it was allocated on).
+/// Returns a frame to the free list of the calling thread (any thread: any thread may keep any
+/// block, so it may end up cached on another thread than it was allocated on).
 void deallocate_frame(void* p, std::size_t bytes) noexcept;
 /// The same lists for the scheduler's small blocks (join states): not counted as frames.
 void* allocate_block(std::size_t bytes);
