@@ -35,9 +35,8 @@ coro_scheduler::~coro_scheduler() {
   if (batch_armed_) loop_.cancel(batch_timer_);
   if (sleep_armed_) loop_.cancel(sleep_timer_);
   sleep_armed_ = false;
-  // Every sleeper out of the heap at once (its awaiter then has nothing to remove), so destroying a
-  // million frames costs no heap repairs.
-  for (std::size_t i = 0; i < sleep_size_; ++i) sleep_at(i).node->pos = detail::sleep_node::k_not_asleep;
+  // Every sleeper out of the heap at once (a sleep asks whether the entry at its position is still
+  // its own: none is now), so destroying a million frames costs no heap repairs.
   sleep_size_ = 0;
   // Each unfinished unit: its frame first (the sleeps inside use the unit), then the scheduler's
   // share of its state. The ready queue only names units: it is dropped untouched.
@@ -223,11 +222,11 @@ bool coro_scheduler::sleep_before(const sleep_entry& a, const sleep_entry& b) co
   if (a.deadline_ns != b.deadline_ns) return a.deadline_ns < b.deadline_ns;
   // Equal deadlines (rare: only then is a sleeper's memory read): the earlier arrival first. The
   // numbers wrap; the difference is right while fewer than 2^31 sleeps separate the two.
-  return static_cast<std::int32_t>(a.node->seq - b.node->seq) < 0;
+  return static_cast<std::int32_t>(slot_of(a.ref).seq - slot_of(b.ref).seq) < 0;
 }
 
 void coro_scheduler::sleep_place(std::size_t i, sleep_entry e) noexcept {
-  e.node->pos = static_cast<std::uint32_t>(i);
+  slot_of(e.ref).pos = static_cast<std::uint32_t>(i);
   sleep_at(i) = e;
 }
 
@@ -256,22 +255,36 @@ void coro_scheduler::sleep_sift_down(std::size_t i) noexcept {
 }
 
 // [snippet:coro-sleep]
+void coro_scheduler::sleep_push(detail::coro_ctx* unit, event_loop::clock::time_point deadline) {
+  sleep_push_ref(reinterpret_cast<std::uintptr_t>(unit), deadline);
+}
 void coro_scheduler::sleep_push(detail::sleep_node* node, event_loop::clock::time_point deadline) {
+  sleep_push_ref(reinterpret_cast<std::uintptr_t>(node) + 1, deadline);
+}
+bool coro_scheduler::sleep_remove(detail::coro_ctx* unit) noexcept {
+  return sleep_remove_ref(reinterpret_cast<std::uintptr_t>(unit));
+}
+bool coro_scheduler::sleep_remove(detail::sleep_node* node) noexcept {
+  return sleep_remove_ref(reinterpret_cast<std::uintptr_t>(node) + 1);
+}
+
+void coro_scheduler::sleep_push_ref(std::uintptr_t ref, event_loop::clock::time_point deadline) {
+  if (sleep_size_ >= std::size_t{0xFFFF'FFFFU}) throw std::length_error("sleep heap: too many");
   if (sleep_size_ == sleep_chunks_.size() * k_sleep_chunk) {
     sleep_chunks_.push_back(std::make_unique_for_overwrite<sleep_entry[]>(k_sleep_chunk));
   }
-  if (sleep_size_ >= detail::sleep_node::k_not_asleep) throw std::length_error("too many sleeps");
-  node->seq = sleep_seq_++;
+  slot_of(ref).seq = sleep_seq_++;
   const std::size_t i = sleep_size_++;
-  sleep_at(i) = {deadline.time_since_epoch().count(), node};
+  sleep_at(i) = {deadline.time_since_epoch().count(), ref};
   sleep_sift_up(i);
-  if (node->pos == 0) sleep_rearm();  // the earliest deadline changed
+  if (slot_of(ref).pos == 0) sleep_rearm();  // the earliest deadline changed
 }
 
-bool coro_scheduler::sleep_remove(detail::sleep_node* node) noexcept {
-  const std::size_t i = node->pos;
-  if (i == detail::sleep_node::k_not_asleep) return false;
-  node->pos = detail::sleep_node::k_not_asleep;
+bool coro_scheduler::sleep_remove_ref(std::uintptr_t ref) noexcept {
+  // Still asleep here? Its slot names a position whose entry must be its own. Once it has left the
+  // heap the slot is stale (and a plain sleep's word holds a ready link), but then no entry is its.
+  const std::size_t i = slot_of(ref).pos;
+  if (i >= sleep_size_ || sleep_at(i).ref != ref) return false;
   const std::size_t last = --sleep_size_;
   if (i != last) {
     sleep_place(i, sleep_at(last));
@@ -320,9 +333,9 @@ void coro_scheduler::sleep_fire() noexcept {
   sleep_firing_ = true;  // no re-arm per sleeper: once, at the end
   const std::int64_t now = event_loop::clock::now().time_since_epoch().count();
   while (sleep_size_ > 0 && sleep_at(0).deadline_ns <= now) {
-    detail::sleep_node* node = sleep_at(0).node;
-    sleep_remove(node);
-    detail::coro_ctx* unit = node->ctx;
+    const std::uintptr_t ref = sleep_at(0).ref;
+    detail::coro_ctx* unit = unit_of(ref);
+    sleep_remove_ref(ref);  // before make_ready: a plain sleep's slot is the ready link's word
     make_ready(unit->resume, unit);
   }
   sleep_firing_ = false;
@@ -333,22 +346,30 @@ void coro_scheduler::sleep_fire() noexcept {
 }
 // [end-snippet]
 
+namespace {
+constexpr std::int64_t k_word_limit = std::int64_t{1} << 61;  // ±73 years: beyond, clamped
+}  // namespace
+
+sleep_awaiter::sleep_awaiter(event_loop::clock::time_point deadline) noexcept {
+  const std::int64_t ns = std::clamp<std::int64_t>(deadline.time_since_epoch().count(),
+                                                   -k_word_limit, k_word_limit);
+  word_ = (static_cast<std::uintptr_t>(ns) << 1U) | 1U;
+}
+
 sleep_awaiter::~sleep_awaiter() {
   // Destroyed while asleep (its frame destroyed unfinished): out of the heap, nothing wakes into it.
-  if (node_.ctx != nullptr) node_.ctx->sched->sleep_remove(&node_);
+  if (word_ != 0 && (word_ & 1U) == 0) {
+    auto* unit = reinterpret_cast<detail::coro_ctx*>(word_);
+    unit->sched->sleep_remove(unit);
+  }
 }
 
 void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("sleep_for");
-  const event_loop::clock::time_point deadline = node_.deadline();
+  const auto ns = static_cast<std::int64_t>(word_) >> 1;  // arithmetic: the sign comes back
   unit.resume = h;
-  node_.ctx = &unit;
-  try {
-    unit.sched->sleep_push(&node_, deadline);
-  } catch (...) {
-    node_ = detail::sleep_node(deadline);
-    throw;
-  }
+  unit.sched->sleep_push(&unit, event_loop::clock::time_point(event_loop::clock::duration(ns)));
+  word_ = reinterpret_cast<std::uintptr_t>(&unit);  // after: a throw above leaves it unparked
 }
 
 // A stop request from another thread: the loop thread looks the sleeper up by its number, and only
@@ -370,14 +391,13 @@ stoppable_sleep::~stoppable_sleep() {
 void stoppable_sleep::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("sleep_for");
   coro_scheduler& sched = *unit.sched;
-  const event_loop::clock::time_point deadline = node_.deadline();
   unit.resume = h;
   id_ = sched.stoppables()->add(this);
   node_.ctx = &unit;
   try {
-    sched.sleep_push(&node_, deadline);
+    sched.sleep_push(&node_, deadline_);
   } catch (...) {
-    node_ = detail::sleep_node(deadline);
+    node_.ctx = nullptr;
     sched.stoppables()->erase(std::exchange(id_, 0));
     throw;
   }

@@ -55,33 +55,29 @@ namespace detail {
 /// queue at most once (it is running, parked on one thing, or ready), so the queue links the
 /// contexts themselves: `resume` is the coroutine to resume (the innermost suspended frame of the
 /// unit), `ready_next` the next ready unit.
+/// Where a sleep parked in the scheduler's sleep heap is: its index there, and its arrival number
+/// (equal deadlines wake FIFO).
+struct sleep_slot {
+  std::uint32_t pos;
+  std::uint32_t seq;
+};
+
 struct coro_ctx : final_hook {
   coro_scheduler* sched = nullptr;
   std::int64_t priority = 0;
   std::uint64_t label = 0;
   std::coroutine_handle<> resume;  // set by make_ready (and by a sleep, when it parks)
-  coro_ctx* ready_next = nullptr;  // FIFO link while ready; the slab's free list while unused
+  union {
+    coro_ctx* ready_next = nullptr;  // FIFO link while ready; the slab's free list while unused
+    sleep_slot sleep;  // while parked in a plain sleep (never ready then): the word is free
+  };
 };
 
-/// A sleep as the scheduler's sleep heap knows it (the part of a sleep awaiter it touches): the
-/// unit asleep, its position in the heap (k_not_asleep once out) and its arrival number, which
-/// breaks ties between equal deadlines (FIFO). Until it parks (ctx null) the same 8 bytes hold its
-/// deadline: the heap's entry keeps the deadline from then on. 16 bytes in all.
+/// A stoppable sleep's own place in the sleep heap (a plain sleep uses its unit's context instead):
+/// the unit asleep (set while asleep, or woken and not yet resumed) and its slot.
 struct sleep_node {
-  static constexpr std::uint32_t k_not_asleep = 0xFFFF'FFFFU;
-  explicit sleep_node(event_loop::clock::time_point deadline) noexcept {
-    const auto ns = static_cast<std::uint64_t>(deadline.time_since_epoch().count());
-    pos = static_cast<std::uint32_t>(ns);
-    seq = static_cast<std::uint32_t>(ns >> 32U);
-  }
-  /// The deadline given at construction; meaningful only until the node parks.
-  [[nodiscard]] event_loop::clock::time_point deadline() const noexcept {
-    const std::uint64_t ns = (std::uint64_t{seq} << 32U) | pos;
-    return event_loop::clock::time_point(event_loop::clock::duration(static_cast<std::int64_t>(ns)));
-  }
-  coro_ctx* ctx = nullptr;  // set while asleep or woken and not yet resumed
-  std::uint32_t pos;
-  std::uint32_t seq;
+  coro_ctx* ctx = nullptr;
+  sleep_slot sleep{0, 0};
 };
 
 /// A spawn_detached unit: its context and its frame (null once finished: the slot is free). Kept in
@@ -235,9 +231,12 @@ class coro_scheduler {
   void unit_finished(detail::detached_unit* u) noexcept;
   /// The engine: an exception nobody took; the first is kept for run().
   void orphan(std::exception_ptr error) noexcept;
-  /// The engine, for the sleep awaiters: parks `node` (its ctx set, the unit's resume point set)
-  /// until `deadline`; takes it out again (false if it was not asleep). Loop thread only.
+  /// The engine, for the sleep awaiters: parks a unit (its resume point set) until `deadline`, in
+  /// its context's slot (a plain sleep) or in a stoppable sleep's node (its ctx set); takes it out
+  /// again (false if it was not asleep, or woke already). Loop thread only.
+  void sleep_push(detail::coro_ctx* unit, event_loop::clock::time_point deadline);
   void sleep_push(detail::sleep_node* node, event_loop::clock::time_point deadline);
+  bool sleep_remove(detail::coro_ctx* unit) noexcept;
   bool sleep_remove(detail::sleep_node* node) noexcept;
   /// The engine, for stoppable sleeps: the registry a stop from another thread goes through.
   [[nodiscard]] const std::shared_ptr<detail::stoppable_registry>& stoppables() const noexcept {
@@ -255,8 +254,18 @@ class coro_scheduler {
   // does: 24 MB for a million sleepers). Each sleeper knows its position.
   struct sleep_entry {
     std::int64_t deadline_ns;
-    detail::sleep_node* node;
+    std::uintptr_t ref;  // a coro_ctx* (plain sleep) or a sleep_node* with the low bit set
   };
+  static detail::sleep_slot& slot_of(std::uintptr_t ref) noexcept {
+    return (ref & 1U) != 0 ? reinterpret_cast<detail::sleep_node*>(ref - 1)->sleep
+                           : reinterpret_cast<detail::coro_ctx*>(ref)->sleep;
+  }
+  static detail::coro_ctx* unit_of(std::uintptr_t ref) noexcept {
+    return (ref & 1U) != 0 ? reinterpret_cast<detail::sleep_node*>(ref - 1)->ctx
+                           : reinterpret_cast<detail::coro_ctx*>(ref);
+  }
+  void sleep_push_ref(std::uintptr_t ref, event_loop::clock::time_point deadline);
+  bool sleep_remove_ref(std::uintptr_t ref) noexcept;
   static constexpr std::size_t k_sleep_chunk = 4096;
   sleep_entry& sleep_at(std::size_t i) noexcept {
     return sleep_chunks_[i / k_sleep_chunk][i % k_sleep_chunk];
@@ -316,20 +325,23 @@ class coro_scheduler {
 
 /// co_await sleep_until(tp): parks the coroutine in the scheduler's sleep heap until `deadline` (a
 /// deadline already past still waits for the loop's next turn). Destroying the frame meanwhile
-/// takes it out of the heap. 16 bytes of the frame. Only in a coroutine run by a coro_scheduler
-/// (std::logic_error elsewhere).
+/// takes it out of the heap. 8 bytes of the frame (the heap's entry holds the deadline, the unit's
+/// context the position). Only in a coroutine run by a coro_scheduler (std::logic_error
+/// elsewhere).
 class [[nodiscard]] sleep_awaiter {
  public:
-  explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept : node_(deadline) {}
+  explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept;
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter();
   [[nodiscard]] bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h);
-  void await_resume() noexcept { node_.ctx = nullptr; }
+  void await_resume() noexcept { word_ = 0; }
 
  private:
-  detail::sleep_node node_;
+  // One word, three states: until parked, the deadline's nanoseconds shifted left with the low bit
+  // set; while parked, its unit's coro_ctx* (aligned: low bit clear); once resumed, 0.
+  std::uintptr_t word_;
 };
 
 /// co_await sleep_until(tp, token): as above, but a stop request on `token` (from any thread) wakes
@@ -339,7 +351,7 @@ class [[nodiscard]] sleep_awaiter {
 class [[nodiscard]] stoppable_sleep {
  public:
   stoppable_sleep(event_loop::clock::time_point deadline, std::stop_token token) noexcept
-      : node_(deadline), token_(std::move(token)) {}
+      : deadline_(deadline), token_(std::move(token)) {}
   stoppable_sleep(const stoppable_sleep&) = delete;
   stoppable_sleep& operator=(const stoppable_sleep&) = delete;
   ~stoppable_sleep();
@@ -360,8 +372,9 @@ class [[nodiscard]] stoppable_sleep {
   void stop_requested() noexcept;
   void wake_cancelled() noexcept;
 
-  detail::sleep_node node_;
+  event_loop::clock::time_point deadline_;
   std::stop_token token_;
+  detail::sleep_node node_;
   std::uint64_t id_ = 0;  // its number in the scheduler's registry (0: not registered)
   bool cancelled_ = false;
   std::optional<std::stop_callback<on_stop>> callback_;
@@ -401,14 +414,18 @@ struct [[nodiscard]] yield_awaiter {
 inline sleep_awaiter sleep_until(event_loop::clock::time_point deadline) noexcept {
   return sleep_awaiter(deadline);
 }
-inline sleep_awaiter sleep_for(std::chrono::nanoseconds d) noexcept {
+// By reference: an argument of class type passed by value is a temporary that lives to the end of
+// the co_await's full expression, so in the frame (8 bytes). A nanoseconds variable costs nothing;
+// `sleep_for(50ms)` still makes its converted temporary.
+inline sleep_awaiter sleep_for(const std::chrono::nanoseconds& d) noexcept {
   return sleep_awaiter(event_loop::clock::now() + d);
 }
 inline stoppable_sleep sleep_until(event_loop::clock::time_point deadline,
                                    std::stop_token token) noexcept {
   return stoppable_sleep(deadline, std::move(token));
 }
-inline stoppable_sleep sleep_for(std::chrono::nanoseconds d, std::stop_token token) noexcept {
+inline stoppable_sleep sleep_for(const std::chrono::nanoseconds& d,
+                                 std::stop_token token) noexcept {
   return stoppable_sleep(event_loop::clock::now() + d, std::move(token));
 }
 inline yield_awaiter yield() noexcept { return {}; }
