@@ -49,12 +49,6 @@ struct spawn_options {
 
 namespace detail {
 
-/// One unit the scheduler runs: a spawned task or a when_all child. Its final hook says what
-/// happens at its end; its key orders it in a priority ready queue. It outlives the unit's frame,
-/// so an awaiter inside that frame may use it until the frame is destroyed. A unit is in the ready
-/// queue at most once (it is running, parked on one thing, or ready), so the queue links the
-/// contexts themselves: `resume` is the coroutine to resume (the innermost suspended frame of the
-/// unit), `ready_next` the next ready unit.
 /// Where a sleep parked in the scheduler's sleep heap is: its index there, and its arrival number
 /// (equal deadlines wake FIFO).
 struct sleep_slot {
@@ -62,7 +56,14 @@ struct sleep_slot {
   std::uint32_t seq;
 };
 
-struct coro_ctx : final_hook {
+/// One unit the scheduler runs: a spawned task or a when_all child. Its key orders it in a priority
+/// ready queue (what happens at its end is its top frame's final hook, kept apart: a million
+/// detached units share one). It outlives the unit's frame, so an awaiter inside that frame may use
+/// it until the frame is destroyed. A unit is in the ready queue at most once (it is running,
+/// parked on one thing, or ready), so the queue links the contexts themselves: `resume` is the
+/// coroutine to resume (the innermost suspended frame of the unit), `ready_next` the next ready
+/// unit. 40 bytes.
+struct coro_ctx {
   coro_scheduler* sched = nullptr;
   std::int64_t priority = 0;
   std::uint64_t label = 0;
@@ -81,7 +82,8 @@ struct sleep_node {
 };
 
 /// A spawn_detached unit: its context and its frame (null once finished: the slot is free). Kept in
-/// the scheduler's slab, 56 bytes, no join state, no list links (the destructor walks the slab).
+/// the scheduler's slab, 48 bytes: no join state, no list links (the destructor walks the slab), no
+/// final hook of its own (detached_hook<T>, below, serves them all).
 struct detached_unit final : coro_ctx {
   std::coroutine_handle<> frame;
 };
@@ -93,7 +95,7 @@ inline thread_local coro_ctx* t_ctx = nullptr;
 
 /// What a spawned task and its handle share. Two owners (the scheduler's unit and the handle);
 /// the last to let go frees it, first handing an exception nobody took to the scheduler.
-struct join_base : coro_ctx {
+struct join_base : final_hook, coro_ctx {
   std::coroutine_handle<> frame;  // the task's frame while it lives
   join_base* prev = nullptr;      // the scheduler's list of unfinished units
   join_base* next = nullptr;
@@ -117,6 +119,10 @@ std::coroutine_handle<> spawned_final(final_hook* hook, std::coroutine_handle<> 
 template <class T>
 std::coroutine_handle<> detached_final(final_hook* hook, std::coroutine_handle<> self,
                                        promise_base& p) noexcept;
+/// The one final hook of every detached task<T>: its unit is the one running (t_ctx) when its top
+/// frame ends, so the hook needs no pointer to it.
+template <class T>
+inline final_hook detached_hook{&detached_final<T>};
 
 }  // namespace detail
 
@@ -478,9 +484,11 @@ coro_handle<T> coro_scheduler::spawn(task<T> t, spawn_options options) {
 }
 
 template <class T>
-std::coroutine_handle<> detail::detached_final(final_hook* hook, std::coroutine_handle<> self,
+std::coroutine_handle<> detail::detached_final(final_hook*, std::coroutine_handle<> self,
                                                promise_base& p) noexcept {
-  auto* u = static_cast<detached_unit*>(hook);
+  // The unit whose top frame ends is the one running: the scheduler set t_ctx to it (and a
+  // when_all's last child hands t_ctx back to its parent before transferring into it).
+  auto* u = static_cast<detached_unit*>(t_ctx);
   coro_scheduler* sched = u->sched;
   std::exception_ptr error = std::move(p.error);
   self.destroy();  // as spawned_final: nothing touches the frame afterwards
@@ -493,7 +501,6 @@ template <class T>
 void coro_scheduler::spawn_detached(task<T> t, spawn_options options) {
   if (!t.valid()) throw std::invalid_argument("coro_scheduler::spawn_detached: empty task");
   detail::detached_unit* u = new_unit();
-  u->on_final = &detail::detached_final<T>;
   u->sched = this;
   u->priority = options.priority;
   u->label = options.label;
@@ -504,7 +511,7 @@ void coro_scheduler::spawn_detached(task<T> t, spawn_options options) {
     throw;
   }
   auto h = t.release();
-  h.promise().set_hook(u);
+  h.promise().set_hook(&detail::detached_hook<T>);
   u->frame = h;
   ++live_;
 }

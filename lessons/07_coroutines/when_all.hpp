@@ -108,7 +108,7 @@ class gather {
   }
 
  private:
-  struct child_ctx : coro_ctx {
+  struct child_ctx : final_hook, coro_ctx {
     gather* owner = nullptr;
     std::size_t index = 0;
   };
