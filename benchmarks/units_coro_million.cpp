@@ -9,7 +9,8 @@
 //                                bytes_per_task (VmRSS with all asleep, above the child's
 //                                baseline, per coroutine), frame_bytes (the size the compiler asked
 //                                for, frame_stats().last_bytes), ns_per_unit (the child's CPU per
-//                                coroutine to spawn it and run it up to its sleep). All 1M must end.
+//                                coroutine to spawn it and run it up to its sleep). All 1M must
+//                                end.
 //   coro_sleepers_rss/asio-coro  the same with Boost.Asio: 1 000 000
 //                                co_spawn(io, f(), detached) on one io_context, one thread, f an
 //                                asio::awaitable<void> that makes a steady_timer for d and
@@ -145,8 +146,8 @@ template <void (*Child)(const clab::child_channel<sleepers_report>&)>
 void coro_sleepers_rss(benchmark::State& state) {
   for (auto _ : state) {
     sleepers_report got;
-    const clab::child_end end = clab::run_in_child<sleepers_report>(
-        Child, [&got](const sleepers_report& r) { got = r; });
+    const clab::child_end end =
+        clab::run_in_child<sleepers_report>(Child, [&got](const sleepers_report& r) { got = r; });
     if (got.parked < 0) {
       state.SkipWithError("sleepers woke before the reading (the machine is slow): not measured");
       return;

@@ -351,13 +351,14 @@ constexpr std::int64_t k_word_limit = std::int64_t{1} << 61;  // ±73 years: bey
 }  // namespace
 
 sleep_awaiter::sleep_awaiter(event_loop::clock::time_point deadline) noexcept {
-  const std::int64_t ns = std::clamp<std::int64_t>(deadline.time_since_epoch().count(),
-                                                   -k_word_limit, k_word_limit);
+  const std::int64_t ns =
+      std::clamp<std::int64_t>(deadline.time_since_epoch().count(), -k_word_limit, k_word_limit);
   word_ = (static_cast<std::uintptr_t>(ns) << 1U) | 1U;
 }
 
 sleep_awaiter::~sleep_awaiter() {
-  // Destroyed while asleep (its frame destroyed unfinished): out of the heap, nothing wakes into it.
+  // Destroyed while asleep (its frame destroyed unfinished): out of the heap, nothing wakes into
+  // it.
   if (word_ != 0 && (word_ & 1U) == 0) {
     auto* unit = reinterpret_cast<detail::coro_ctx*>(word_);
     unit->sched->sleep_remove(unit);
@@ -407,7 +408,8 @@ void stoppable_sleep::await_suspend(std::coroutine_handle<> h) {
 
 void stoppable_sleep::await_resume() {
   callback_.reset();
-  if (node_.ctx != nullptr && id_ != 0) node_.ctx->sched->stoppables()->erase(std::exchange(id_, 0));
+  if (node_.ctx != nullptr && id_ != 0)
+    node_.ctx->sched->stoppables()->erase(std::exchange(id_, 0));
   node_.ctx = nullptr;
   if (cancelled_) throw task_cancelled();
 }

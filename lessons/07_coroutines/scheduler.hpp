@@ -188,9 +188,9 @@ class [[nodiscard]] coro_handle {
 class coro_scheduler {
  public:
   explicit coro_scheduler(event_loop& loop, ready_order order = ready_order::fifo);
-  /// Destroys the frame of every task not finished (their sleeps are out of the sleep heap first, so
-  /// nothing wakes into a destroyed frame); writes a line to stderr about an exception nobody took.
-  /// The loop must outlive the scheduler; no handle may outlive it.
+  /// Destroys the frame of every task not finished (their sleeps are out of the sleep heap first,
+  /// so nothing wakes into a destroyed frame); writes a line to stderr about an exception nobody
+  /// took. The loop must outlive the scheduler; no handle may outlive it.
   ~coro_scheduler();
   coro_scheduler(const coro_scheduler&) = delete;
   coro_scheduler& operator=(const coro_scheduler&) = delete;

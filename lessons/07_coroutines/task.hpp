@@ -128,8 +128,9 @@ struct promise_base {
     next_ = reinterpret_cast<std::uintptr_t>(hook) | 1U;
   }
   [[nodiscard]] std::coroutine_handle<> continuation() const noexcept {
-    return (next_ & 1U) != 0 ? std::coroutine_handle<>()
-                             : std::coroutine_handle<>::from_address(reinterpret_cast<void*>(next_));
+    return (next_ & 1U) != 0
+               ? std::coroutine_handle<>()
+               : std::coroutine_handle<>::from_address(reinterpret_cast<void*>(next_));
   }
   [[nodiscard]] struct final_hook* hook() const noexcept {
     return (next_ & 1U) != 0 ? reinterpret_cast<struct final_hook*>(next_ & ~std::uintptr_t{1})
