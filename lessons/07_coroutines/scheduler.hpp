@@ -199,7 +199,7 @@ class coro_scheduler {
   /// join state; the task's frame is already allocated. Throws std::invalid_argument if t is empty.
   template <class T>
   coro_handle<T> spawn(task<T> t, spawn_options options = {});
-  /// spawn(t, options).detach() without the join state: the unit's context is a 56-byte slot of the
+  /// spawn(t, options).detach() without the join state: the unit's context is a 48-byte slot of the
   /// scheduler's slab. The result is dropped; an exception the task ends with is rethrown by run().
   template <class T>
   void spawn_detached(task<T> t, spawn_options options = {});

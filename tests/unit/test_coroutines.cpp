@@ -547,7 +547,7 @@ TEST_CASE("skynet through when_all: the sum checks, depth-first keeps few frames
 }
 
 TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") {
-  // 1M in every preset: a sleeping coroutine costs its frame, a 56-byte slot of the scheduler's
+  // 1M in every preset: a sleeping coroutine costs its frame, a 48-byte slot of the scheduler's
   // slab (spawn_detached: no join state) and a 16-byte entry of the sleep heap.
   constexpr int k_sleepers = 1'000'000;
   event_loop loop;
@@ -572,7 +572,7 @@ TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") 
                                         << " B, its slab slot, its sleep heap entry)");
 }
 
-TEST_CASE("spawn_detached: no handle; an exception it ends with is rethrown by run()",
+TEST_CASE("spawn_detached: no handle, and an exception it ends with is rethrown by run()",
           "[07][sched][detached]") {
   event_loop loop;
   coro_scheduler sched(loop);
@@ -623,7 +623,7 @@ TEST_CASE("many sleepers with interleaved deadlines wake in deadline order, ties
   CHECK(loop.pending_timers() == 0);
 }
 
-TEST_CASE("a sleep destroyed mid-sleep leaves the shared sleep heap; the others wake in order",
+TEST_CASE("a sleep destroyed mid-sleep leaves the shared sleep heap and the others wake in order",
           "[07][sleep][destroy]") {
   // run_sync inside a coroutine of the scheduler: the task parks in the scheduler's heap, then
   // run_sync destroys it (it suspended) while six other sleepers stay in the heap around it.
@@ -655,8 +655,9 @@ TEST_CASE("a sleep destroyed mid-sleep leaves the shared sleep heap; the others 
   CHECK(this_thread_frame_stats().live() == 0);
 }
 
-TEST_CASE("a stop from another thread wakes one sleeper; the others sleep on to their deadlines",
-          "[07][cancel][sleep]") {
+TEST_CASE(
+    "a stop from another thread wakes one sleeper while the others sleep on to their deadlines",
+    "[07][cancel][sleep]") {
   event_loop loop;
   coro_scheduler sched(loop);
   std::stop_source stop;
