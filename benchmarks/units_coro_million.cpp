@@ -17,8 +17,9 @@
 //                                co_awaits its async_wait(use_awaitable), then one increment.
 //                                frame_bytes: 0 (Asio allocates its frames through its own
 //                                recycling allocator; not reported).
-// The child inherits the benchmark's resident pages, so peak_rss_mb includes them (a few MB; the
-// row's baseline_mb says how many).
+// Full run only (bench_units --quick leaves them out). The child inherits the benchmark's resident
+// pages, so peak_rss_mb includes them (a few MiB; the row's baseline_mb says how many). MB means
+// MiB here (2^20 bytes: VmHWM's kB are KiB).
 // Look for: what a sleeping coroutine costs here in all, against its frame alone.
 #include <benchmark/benchmark.h>
 #include <time.h>
@@ -168,16 +169,22 @@ void coro_sleepers_rss(benchmark::State& state) {
 
 }  // namespace
 
-// One child per row, once: a million first touches and a 0.3 s sleep.
-BENCHMARK(coro_sleepers_rss<ours_in_child>)
-    ->Name("coro_sleepers_rss/ours")
-    ->Iterations(1)
-    ->Repetitions(1)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(coro_sleepers_rss<asio_in_child>)
-    ->Name("coro_sleepers_rss/asio-coro")
-    ->Iterations(1)
-    ->Repetitions(1)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+namespace clab_units {
+
+// One child per row, once: a million first touches and a 0.3 s sleep (Asio's row takes several
+// seconds): in the full run only (bench_units --quick leaves them out).
+void register_coro_sleepers(bool quick) {
+  if (quick) return;
+  benchmark::RegisterBenchmark("coro_sleepers_rss/ours", coro_sleepers_rss<ours_in_child>)
+      ->Iterations(1)
+      ->Repetitions(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("coro_sleepers_rss/asio-coro", coro_sleepers_rss<asio_in_child>)
+      ->Iterations(1)
+      ->Repetitions(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace clab_units

@@ -6,6 +6,7 @@
 // once the loop thread has found it still registered, and the detached units kept in a slab.
 #pragma once
 
+#include <cassert>
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
@@ -489,6 +490,7 @@ std::coroutine_handle<> detail::detached_final(final_hook*, std::coroutine_handl
   // The unit whose top frame ends is the one running: the scheduler set t_ctx to it (and a
   // when_all's last child hands t_ctx back to its parent before transferring into it).
   auto* u = static_cast<detached_unit*>(t_ctx);
+  assert(u != nullptr && u->frame == self);
   coro_scheduler* sched = u->sched;
   std::exception_ptr error = std::move(p.error);
   self.destroy();  // as spawned_final: nothing touches the frame afterwards
