@@ -223,6 +223,7 @@ BENCHMARK(pool_round_trip)->UseRealTime();
 namespace clab_units {
 void register_loop_timers_1m(int repetitions);  // units_loop.cpp
 void register_fiber_parked(bool quick);         // units_fibers.cpp
+void register_coro_sleepers(bool quick);        // units_coro_million.cpp
 }  // namespace clab_units
 
 int main(int argc, char** argv) {
@@ -248,6 +249,7 @@ int main(int argc, char** argv) {
   }
   clab_units::register_loop_timers_1m(quick ? 1 : 3);
   clab_units::register_fiber_parked(quick);
+  clab_units::register_coro_sleepers(quick);
   benchmark::Initialize(&argc, args.data());
   if (benchmark::ReportUnrecognizedArguments(argc, args.data())) return 2;
   benchmark::RunSpecifiedBenchmarks();

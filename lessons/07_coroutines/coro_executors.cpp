@@ -133,10 +133,9 @@ run_result run_coroutines(std::span<const task> tasks, const run_options& option
   }
   const bool keyed = order == coro::ready_order::priority;
   for (std::uint32_t i = 0; i < tasks.size(); ++i) {
-    sched
-        .spawn(options.deps != nullptr ? run_after_predecessors(run, i) : run_task(run, i),
-               {.label = i + 1, .priority = keyed ? tasks[i].cpu_ns : std::int64_t{0}})
-        .detach();
+    sched.spawn_detached(
+        options.deps != nullptr ? run_after_predecessors(run, i) : run_task(run, i),
+        {.label = i + 1, .priority = keyed ? tasks[i].cpu_ns : std::int64_t{0}});
   }
   sched.run();
   return std::move(run.slots).collect(1);

@@ -1,10 +1,12 @@
-// Lesson 07's scheduler: tasks (task.hpp) run on lesson 05's loop, one thread. A ready coroutine is
-// a 16-byte queue entry (its handle and its unit); a sleeping one is its frame plus one loop timer.
-// Look for: the sleep awaiters (a loop timer that makes the coroutine ready), the stop callback
-// that cancels that timer at once, and the final hook that tells a spawned task's end to its
-// handle.
+// Lesson 07's scheduler: tasks (task.hpp) run on lesson 05's loop, one thread. A ready unit is
+// linked into the ready queue through its own context (no queue entry is allocated); a sleeping one
+// is its frame plus a 16-byte entry in the scheduler's sleep heap, which keeps ONE loop timer armed
+// for the earliest deadline. Look for: the sleep heap (the position each sleeper keeps, so a
+// destroyed or stopped sleep leaves it in O(log n)), the stop protocol that trusts a sleeper only
+// once the loop thread has found it still registered, and the detached units kept in a slab.
 #pragma once
 
+#include <cassert>
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
@@ -16,6 +18,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -47,21 +50,53 @@ struct spawn_options {
 
 namespace detail {
 
-/// One unit the scheduler runs: a spawned task or a when_all child. Its final hook says what
-/// happens at its end; its key orders it in a priority ready queue. It outlives the unit's frame,
-/// so an awaiter inside that frame may use it until the frame is destroyed.
-struct coro_ctx : final_hook {
+/// Where a sleep parked in the scheduler's sleep heap is: its index there, and its arrival number
+/// (equal deadlines wake FIFO).
+struct sleep_slot {
+  std::uint32_t pos;
+  std::uint32_t seq;
+};
+
+/// One unit the scheduler runs: a spawned task or a when_all child. Its key orders it in a priority
+/// ready queue (what happens at its end is its top frame's final hook, kept apart: a million
+/// detached units share one). It outlives the unit's frame, so an awaiter inside that frame may use
+/// it until the frame is destroyed. A unit is in the ready queue at most once (it is running,
+/// parked on one thing, or ready), so the queue links the contexts themselves: `resume` is the
+/// coroutine to resume (the innermost suspended frame of the unit), `ready_next` the next ready
+/// unit. 40 bytes.
+struct coro_ctx {
   coro_scheduler* sched = nullptr;
   std::int64_t priority = 0;
   std::uint64_t label = 0;
+  std::coroutine_handle<> resume;  // set by make_ready (and by a sleep, when it parks)
+  union {
+    coro_ctx* ready_next = nullptr;  // FIFO link while ready; the slab's free list while unused
+    sleep_slot sleep;  // while parked in a plain sleep (never ready then): the word is free
+  };
 };
+
+/// A stoppable sleep's own place in the sleep heap (a plain sleep uses its unit's context instead):
+/// the unit asleep (set while asleep, or woken and not yet resumed) and its slot.
+struct sleep_node {
+  coro_ctx* ctx = nullptr;
+  sleep_slot sleep{0, 0};
+};
+
+/// A spawn_detached unit: its context and its frame (null once finished: the slot is free). Kept in
+/// the scheduler's slab, 48 bytes: no join state, no list links (the destructor walks the slab), no
+/// final hook of its own (detached_hook<T>, below, serves them all).
+struct detached_unit final : coro_ctx {
+  std::coroutine_handle<> frame;
+};
+
+class stoppable_registry;
 
 /// The unit running on this thread (set by the scheduler around each resumption), or null.
 inline thread_local coro_ctx* t_ctx = nullptr;
 
 /// What a spawned task and its handle share. Two owners (the scheduler's unit and the handle);
 /// the last to let go frees it, first handing an exception nobody took to the scheduler.
-struct join_base : coro_ctx {
+struct join_base : final_hook, coro_ctx {
   std::coroutine_handle<> frame;  // the task's frame while it lives
   join_base* prev = nullptr;      // the scheduler's list of unfinished units
   join_base* next = nullptr;
@@ -82,6 +117,13 @@ struct join_state<void> final : join_base {};
 template <class T>
 std::coroutine_handle<> spawned_final(final_hook* hook, std::coroutine_handle<> self,
                                       promise_base& p) noexcept;
+template <class T>
+std::coroutine_handle<> detached_final(final_hook* hook, std::coroutine_handle<> self,
+                                       promise_base& p) noexcept;
+/// The one final hook of every detached task<T>: its unit is the one running (t_ctx) when its top
+/// frame ends, so the hook needs no pointer to it.
+template <class T>
+inline final_hook detached_hook{&detached_final<T>};
 
 }  // namespace detail
 
@@ -147,9 +189,9 @@ class [[nodiscard]] coro_handle {
 class coro_scheduler {
  public:
   explicit coro_scheduler(event_loop& loop, ready_order order = ready_order::fifo);
-  /// Destroys the frame of every task not finished (sleeps in them cancel their loop timers, so no
-  /// timer fires into a destroyed frame); writes a line to stderr about an exception nobody took.
-  /// The loop must outlive the scheduler; no handle may outlive it.
+  /// Destroys the frame of every task not finished (their sleeps are out of the sleep heap first,
+  /// so nothing wakes into a destroyed frame); writes a line to stderr about an exception nobody
+  /// took. The loop must outlive the scheduler; no handle may outlive it.
   ~coro_scheduler();
   coro_scheduler(const coro_scheduler&) = delete;
   coro_scheduler& operator=(const coro_scheduler&) = delete;
@@ -158,6 +200,10 @@ class coro_scheduler {
   /// join state; the task's frame is already allocated. Throws std::invalid_argument if t is empty.
   template <class T>
   coro_handle<T> spawn(task<T> t, spawn_options options = {});
+  /// spawn(t, options).detach() without the join state: the unit's context is a 48-byte slot of the
+  /// scheduler's slab. The result is dropped; an exception the task ends with is rethrown by run().
+  template <class T>
+  void spawn_detached(task<T> t, spawn_options options = {});
 
   /// Turns the loop until it is idle: every task has ended (or is parked on something no timer or
   /// descriptor will wake), or loop.stop() was called. Then rethrows the first exception nobody
@@ -173,6 +219,8 @@ class coro_scheduler {
 
   /// Tasks spawned and not ended.
   [[nodiscard]] std::size_t live() const noexcept { return live_; }
+  /// Sleeps parked in the sleep heap now (all of them share one loop timer).
+  [[nodiscard]] std::size_t sleeping() const noexcept { return sleep_size_; }
   /// Resumptions from the ready queue so far (a transfer from one coroutine to another is not one).
   [[nodiscard]] std::uint64_t resumes() const noexcept { return resumes_; }
   [[nodiscard]] event_loop& loop() noexcept { return loop_; }
@@ -187,36 +235,88 @@ class coro_scheduler {
   void make_ready(std::coroutine_handle<> h, detail::coro_ctx* ctx, bool front = false);
   /// The engine: a unit's end (from its final hook).
   void unit_finished(detail::join_base* st) noexcept;
+  void unit_finished(detail::detached_unit* u) noexcept;
   /// The engine: an exception nobody took; the first is kept for run().
   void orphan(std::exception_ptr error) noexcept;
+  /// The engine, for the sleep awaiters: parks a unit (its resume point set) until `deadline`, in
+  /// its context's slot (a plain sleep) or in a stoppable sleep's node (its ctx set); takes it out
+  /// again (false if it was not asleep, or woke already). Loop thread only.
+  void sleep_push(detail::coro_ctx* unit, event_loop::clock::time_point deadline);
+  void sleep_push(detail::sleep_node* node, event_loop::clock::time_point deadline);
+  bool sleep_remove(detail::coro_ctx* unit) noexcept;
+  bool sleep_remove(detail::sleep_node* node) noexcept;
+  /// The engine, for stoppable sleeps: the registry a stop from another thread goes through.
+  [[nodiscard]] const std::shared_ptr<detail::stoppable_registry>& stoppables() const noexcept {
+    return stoppables_;
+  }
 
  private:
-  struct entry {
-    std::coroutine_handle<> h;
-    detail::coro_ctx* ctx;
-  };
   struct keyed_entry {
     std::int64_t key;
     std::int64_t seq;
-    entry e;
+    detail::coro_ctx* ctx;
   };
-  [[nodiscard]] std::size_t ready_size() const noexcept;
-  [[nodiscard]] const entry& next_ready() const noexcept;
-  entry pop_ready() noexcept;
+  // The sleep heap: a binary min-heap by (deadline, arrival) in chunks of 4096 entries (64 KiB), so
+  // growing never copies it (nor holds the old and the new array at once, as a vector's doubling
+  // does: 24 MB for a million sleepers). Each sleeper knows its position.
+  struct sleep_entry {
+    std::int64_t deadline_ns;
+    std::uintptr_t ref;  // a coro_ctx* (plain sleep) or a sleep_node* with the low bit set
+  };
+  static detail::sleep_slot& slot_of(std::uintptr_t ref) noexcept {
+    return (ref & 1U) != 0 ? reinterpret_cast<detail::sleep_node*>(ref - 1)->sleep
+                           : reinterpret_cast<detail::coro_ctx*>(ref)->sleep;
+  }
+  static detail::coro_ctx* unit_of(std::uintptr_t ref) noexcept {
+    return (ref & 1U) != 0 ? reinterpret_cast<detail::sleep_node*>(ref - 1)->ctx
+                           : reinterpret_cast<detail::coro_ctx*>(ref);
+  }
+  void sleep_push_ref(std::uintptr_t ref, event_loop::clock::time_point deadline);
+  bool sleep_remove_ref(std::uintptr_t ref) noexcept;
+  static constexpr std::size_t k_sleep_chunk = 4096;
+  sleep_entry& sleep_at(std::size_t i) noexcept {
+    return sleep_chunks_[i / k_sleep_chunk][i % k_sleep_chunk];
+  }
+  [[nodiscard]] bool sleep_before(const sleep_entry& a, const sleep_entry& b) const noexcept;
+  void sleep_place(std::size_t i, sleep_entry e) noexcept;
+  void sleep_sift_up(std::size_t i) noexcept;
+  void sleep_sift_down(std::size_t i) noexcept;
+  void sleep_rearm();
+  void sleep_fire() noexcept;
+
+  detail::detached_unit* new_unit();
+  void free_unit(detail::detached_unit* u) noexcept;
+  [[nodiscard]] std::size_t ready_size() const noexcept { return ready_count_; }
+  [[nodiscard]] detail::coro_ctx* next_ready() const noexcept;
+  detail::coro_ctx* pop_ready() noexcept;
   void arm_batch();
   void run_batch() noexcept;
 
   event_loop& loop_;
   ready_order order_;
-  // FIFO: a ring of entries, power-of-two capacity; head_/tail_ only grow (index & mask).
-  std::vector<entry> ring_;
-  std::size_t head_ = 0;
-  std::size_t tail_ = 0;
+  // FIFO: an intrusive list through the units' contexts (front pushes at the head).
+  detail::coro_ctx* ready_head_ = nullptr;
+  detail::coro_ctx* ready_tail_ = nullptr;
+  std::size_t ready_count_ = 0;
   // Priority: a binary heap (largest key, then smallest seq, on top). Front pushes take negative
   // seqs, counting down, so they run before equal keys pushed at the back, the latest first.
   std::vector<keyed_entry> heap_;
   std::int64_t back_seq_ = 0;
   std::int64_t front_seq_ = 0;
+
+  std::vector<std::unique_ptr<sleep_entry[]>> sleep_chunks_;
+  std::size_t sleep_size_ = 0;
+  std::uint32_t sleep_seq_ = 0;
+  timer_handle sleep_timer_;
+  bool sleep_armed_ = false;
+  bool sleep_firing_ = false;
+  std::int64_t sleep_armed_ns_ = 0;  // the deadline the armed loop timer is for
+
+  // spawn_detached's units: a slab of 1024-slot chunks and a free list through ready_next.
+  static constexpr std::size_t k_unit_chunk = 1024;
+  std::vector<std::unique_ptr<detail::detached_unit[]>> unit_chunks_;
+  detail::detached_unit* free_units_ = nullptr;
+  std::shared_ptr<detail::stoppable_registry> stoppables_;
 
   timer_handle batch_timer_;
   bool batch_armed_ = false;
@@ -230,28 +330,29 @@ class coro_scheduler {
   std::size_t orphans_ = 0;
 };
 
-/// co_await sleep_until(tp): parks the coroutine on one loop timer until `deadline` (a deadline
-/// already past still waits for the loop's next turn). Destroying the frame meanwhile cancels the
-/// timer. Only in a coroutine run by a coro_scheduler (std::logic_error elsewhere).
+/// co_await sleep_until(tp): parks the coroutine in the scheduler's sleep heap until `deadline` (a
+/// deadline already past still waits for the loop's next turn). Destroying the frame meanwhile
+/// takes it out of the heap. 8 bytes of the frame (the heap's entry holds the deadline, the unit's
+/// context the position). Only in a coroutine run by a coro_scheduler (std::logic_error
+/// elsewhere).
 class [[nodiscard]] sleep_awaiter {
  public:
-  explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept : deadline_(deadline) {}
+  explicit sleep_awaiter(event_loop::clock::time_point deadline) noexcept;
   sleep_awaiter(const sleep_awaiter&) = delete;
   sleep_awaiter& operator=(const sleep_awaiter&) = delete;
   ~sleep_awaiter();
   [[nodiscard]] bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h);
-  void await_resume() noexcept { ctx_ = nullptr; }
+  void await_resume() noexcept { word_ = 0; }
 
  private:
-  event_loop::clock::time_point deadline_;
-  std::coroutine_handle<> h_;
-  detail::coro_ctx* ctx_ = nullptr;  // set while asleep
-  timer_handle timer_;
+  // One word, three states: until parked, the deadline's nanoseconds shifted left with the low bit
+  // set; while parked, its unit's coro_ctx* (aligned: low bit clear); once resumed, 0.
+  std::uintptr_t word_;
 };
 
 /// co_await sleep_until(tp, token): as above, but a stop request on `token` (from any thread) wakes
-/// the sleeper at once: its timer is cancelled and the await throws task_cancelled. A token
+/// the sleeper at once: it leaves the sleep heap and the await throws task_cancelled. A token
 /// already stopped throws at once, without parking. Stopping never interrupts running code: a CPU
 /// part already running finishes, and the next stoppable sleep throws.
 class [[nodiscard]] stoppable_sleep {
@@ -273,18 +374,42 @@ class [[nodiscard]] stoppable_sleep {
     stoppable_sleep* self;
     void operator()() const noexcept { self->stop_requested(); }
   };
-  struct remote_cancel;
+  friend class detail::stoppable_registry;
+  struct remote_stop;
   void stop_requested() noexcept;
-  void wake(bool cancelled) noexcept;
+  void wake_cancelled() noexcept;
 
   event_loop::clock::time_point deadline_;
   std::stop_token token_;
-  std::coroutine_handle<> h_;
-  detail::coro_ctx* ctx_ = nullptr;  // set while asleep
-  timer_handle timer_;
+  detail::sleep_node node_;
+  std::uint64_t id_ = 0;  // its number in the scheduler's registry (0: not registered)
   bool cancelled_ = false;
   std::optional<std::stop_callback<on_stop>> callback_;
 };
+
+namespace detail {
+/// The stoppable sleeps now parked, by number: what a stop from another thread looks its sleeper up
+/// in, on the loop thread, instead of trusting a pointer that may name a freed frame. Shared with
+/// the posted stop requests, so one that arrives after the scheduler's end finds it empty. Loop
+/// thread only.
+class stoppable_registry {
+ public:
+  std::uint64_t add(stoppable_sleep* s) {
+    live_.emplace(++last_id_, s);
+    return last_id_;
+  }
+  void erase(std::uint64_t id) noexcept { live_.erase(id); }
+  /// The sleeper registered as `id`, still asleep, is woken cancelled; anything else is ignored.
+  void stop(std::uint64_t id) noexcept {
+    const auto it = live_.find(id);
+    if (it != live_.end()) it->second->wake_cancelled();
+  }
+
+ private:
+  std::unordered_map<std::uint64_t, stoppable_sleep*> live_;
+  std::uint64_t last_id_ = 0;
+};
+}  // namespace detail
 
 /// co_await yield(): lets the other ready coroutines run (to the back of the ready queue).
 struct [[nodiscard]] yield_awaiter {
@@ -296,14 +421,18 @@ struct [[nodiscard]] yield_awaiter {
 inline sleep_awaiter sleep_until(event_loop::clock::time_point deadline) noexcept {
   return sleep_awaiter(deadline);
 }
-inline sleep_awaiter sleep_for(std::chrono::nanoseconds d) noexcept {
+// By reference: an argument of class type passed by value is a temporary that lives to the end of
+// the co_await's full expression, so in the frame (8 bytes). A nanoseconds variable costs nothing;
+// `sleep_for(50ms)` still makes its converted temporary.
+inline sleep_awaiter sleep_for(const std::chrono::nanoseconds& d) noexcept {
   return sleep_awaiter(event_loop::clock::now() + d);
 }
 inline stoppable_sleep sleep_until(event_loop::clock::time_point deadline,
                                    std::stop_token token) noexcept {
   return stoppable_sleep(deadline, std::move(token));
 }
-inline stoppable_sleep sleep_for(std::chrono::nanoseconds d, std::stop_token token) noexcept {
+inline stoppable_sleep sleep_for(const std::chrono::nanoseconds& d,
+                                 std::stop_token token) noexcept {
   return stoppable_sleep(event_loop::clock::now() + d, std::move(token));
 }
 inline yield_awaiter yield() noexcept { return {}; }
@@ -344,15 +473,49 @@ coro_handle<T> coro_scheduler::spawn(task<T> t, spawn_options options) {
     static_cast<state*>(s)->~state();
     detail::deallocate_block(s, sizeof(state));
   };
-  make_ready(t.handle(), st.get());  // may throw (queue growth): t still owns the frame then
+  make_ready(t.handle(), st.get());  // may throw (priority heap growth): t still owns the frame
   auto h = t.release();
-  h.promise().hook = st.get();
+  h.promise().set_hook(st.get());
   st->frame = h;
   st->next = units_;
   if (units_ != nullptr) units_->prev = st.get();
   units_ = st.get();
   ++live_;
   return coro_handle<T>(st.release());
+}
+
+template <class T>
+std::coroutine_handle<> detail::detached_final(final_hook*, std::coroutine_handle<> self,
+                                               promise_base& p) noexcept {
+  // The unit whose top frame ends is the one running: the scheduler set t_ctx to it (and a
+  // when_all's last child hands t_ctx back to its parent before transferring into it).
+  auto* u = static_cast<detached_unit*>(t_ctx);
+  assert(u != nullptr && u->frame == self);
+  coro_scheduler* sched = u->sched;
+  std::exception_ptr error = std::move(p.error);
+  self.destroy();  // as spawned_final: nothing touches the frame afterwards
+  if (error) sched->orphan(std::move(error));
+  sched->unit_finished(u);
+  return std::noop_coroutine();
+}
+
+template <class T>
+void coro_scheduler::spawn_detached(task<T> t, spawn_options options) {
+  if (!t.valid()) throw std::invalid_argument("coro_scheduler::spawn_detached: empty task");
+  detail::detached_unit* u = new_unit();
+  u->sched = this;
+  u->priority = options.priority;
+  u->label = options.label;
+  try {
+    make_ready(t.handle(), u);  // may throw (priority heap growth): t still owns the frame
+  } catch (...) {
+    free_unit(u);
+    throw;
+  }
+  auto h = t.release();
+  h.promise().set_hook(&detail::detached_hook<T>);
+  u->frame = h;
+  ++live_;
 }
 
 }  // namespace clab::coro

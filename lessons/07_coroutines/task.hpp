@@ -73,10 +73,11 @@ void reset_frame_stats() noexcept;
 namespace detail {
 
 /// A frame of `bytes` from this thread's free list of its size class (16-byte classes up to
-/// 1 KiB), else from ::operator new; counted in frame_stats. Throws std::bad_alloc.
+/// 1 KiB), else from the shared depot or a new chunk (larger: ::operator new); counted in
+/// frame_stats. Throws std::bad_alloc.
 void* allocate_frame(std::size_t bytes);
-/// Returns a frame to the free list of the calling thread (any thread: the block came from
-/// ::operator new, so it may end up cached on another thread than it was allocated on).
+/// Returns a frame to the free list of the calling thread (any thread: any thread may keep any
+/// block, so it may end up cached on another thread than it was allocated on).
 void deallocate_frame(void* p, std::size_t bytes) noexcept;
 /// The same lists for the scheduler's small blocks (join states): not counted as frames.
 void* allocate_block(std::size_t bytes);
@@ -117,9 +118,27 @@ inline void resume_from_outside(std::coroutine_handle<> h) {
 
 /// The part of every task's promise that does not depend on T.
 struct promise_base {
-  std::coroutine_handle<> continuation;  // who awaits this task (null: nobody, or a hook)
-  struct final_hook* hook = nullptr;     // what runs at the end when nobody awaits (scheduler)
+  /// Who is told of this task's end, in one word (a task has at most one): the coroutine awaiting
+  /// it, or (the low bit set) the final hook of the scheduler that started it, or nobody (0).
+  /// A million sleepers: one word less in each frame is 8 MB.
+  void set_continuation(std::coroutine_handle<> awaiting) noexcept {
+    next_ = reinterpret_cast<std::uintptr_t>(awaiting.address());
+  }
+  void set_hook(struct final_hook* hook) noexcept {
+    next_ = reinterpret_cast<std::uintptr_t>(hook) | 1U;
+  }
+  [[nodiscard]] std::coroutine_handle<> continuation() const noexcept {
+    return (next_ & 1U) != 0
+               ? std::coroutine_handle<>()
+               : std::coroutine_handle<>::from_address(reinterpret_cast<void*>(next_));
+  }
+  [[nodiscard]] struct final_hook* hook() const noexcept {
+    return (next_ & 1U) != 0 ? reinterpret_cast<struct final_hook*>(next_ & ~std::uintptr_t{1})
+                             : nullptr;
+  }
+
   std::exception_ptr error;
+  std::uintptr_t next_ = 0;
 
   /// Frames come from our allocator; the sized delete tells it the size class without a header.
   static void* operator new(std::size_t bytes) { return allocate_frame(bytes); }
@@ -151,8 +170,8 @@ template <class P>
 std::coroutine_handle<> promise_base::final_awaiter::await_suspend(
     std::coroutine_handle<P> self) noexcept {
   promise_base& p = self.promise();
-  if (p.continuation) return transfer_to(p.continuation);
-  if (p.hook != nullptr) return p.hook->on_final(p.hook, self, p);
+  if (const std::coroutine_handle<> c = p.continuation()) return transfer_to(c);
+  if (final_hook* hook = p.hook()) return hook->on_final(hook, self, p);
   return std::noop_coroutine();
 }
 
@@ -226,7 +245,7 @@ class [[nodiscard]] task {
     /// A finished task delivers at once; an empty one throws in await_resume.
     [[nodiscard]] bool await_ready() const noexcept { return !h || h.done(); }
     std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
-      h.promise().continuation = awaiting;
+      h.promise().set_continuation(awaiting);
       return detail::transfer_to(h);  // into the child: it starts (or resumes) now
     }
     T await_resume() {

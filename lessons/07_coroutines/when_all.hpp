@@ -95,7 +95,7 @@ class gather {
       c.label = unit->label;
       c.owner = this;
       c.index = i;
-      tasks_[i].handle().promise().hook = &c;
+      tasks_[i].handle().promise().set_hook(&c);
       unit->sched->make_ready(tasks_[i].handle(), &c, /*front=*/true);
     }
   }
@@ -108,7 +108,7 @@ class gather {
   }
 
  private:
-  struct child_ctx : coro_ctx {
+  struct child_ctx : final_hook, coro_ctx {
     gather* owner = nullptr;
     std::size_t index = 0;
   };

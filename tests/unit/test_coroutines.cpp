@@ -345,7 +345,8 @@ TEST_CASE("destroying unfinished tasks frees their frames; their timers never fi
     loop.call_later(5ms, [&loop] { loop.stop(); });
     sched.run();
     CHECK(sched.live() == 3);
-    CHECK(loop.pending_timers() == 5);  // lone, the child, three when_all children
+    CHECK(sched.sleeping() == 5);       // lone, the child, three when_all children...
+    CHECK(loop.pending_timers() == 1);  // ...on the scheduler's one loop timer
     // lone's, parent's, group's, the child's, and the argument the parent passed it: that one lives
     // until the end of the full expression `co_await child(c)`, which is suspended.
     CHECK(counted::live == 5);
@@ -356,7 +357,7 @@ TEST_CASE("destroying unfinished tasks frees their frames; their timers never fi
   }
   CHECK(counted::live == 0);
   CHECK(this_thread_frame_stats().live() == 0);
-  CHECK(loop.pending_timers() == 0);  // every sleep cancelled its timer
+  CHECK(loop.pending_timers() == 0);  // the sleep heap's timer went with the scheduler
   loop.run();                         // returns at once: nothing may fire into a destroyed frame
 }
 
@@ -546,10 +547,10 @@ TEST_CASE("skynet through when_all: the sum checks, depth-first keeps few frames
 }
 
 TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") {
-  // 1M in every preset: a sleeping coroutine costs its frame, a small join state and a loop timer.
+  // 1M in every preset: a sleeping coroutine costs its frame, a 48-byte slot of the scheduler's
+  // slab (spawn_detached: no join state) and a 16-byte entry of the sleep heap.
   constexpr int k_sleepers = 1'000'000;
   event_loop loop;
-  loop.reserve_timers(k_sleepers);
   coro_scheduler sched(loop);
   int done = 0;
   auto body = [](int& d) -> task<void> {
@@ -558,7 +559,7 @@ TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") 
   };
   const long rss0 = resident_bytes();
   long rss_peak = 0;
-  for (int i = 0; i < k_sleepers; ++i) sched.spawn(body(done)).detach();
+  for (int i = 0; i < k_sleepers; ++i) sched.spawn_detached(body(done));
   const std::size_t frame_bytes = this_thread_frame_stats().last_bytes;
   // Once all are asleep (the first batch has run them all), sample the resident set.
   loop.call_later(1ms, [&] { rss_peak = resident_bytes(); });
@@ -568,7 +569,134 @@ TEST_CASE("a million sleeping coroutines all complete", "[07][sleep][million]") 
   CHECK(this_thread_frame_stats().live() == 0);
   const double per = static_cast<double>(rss_peak - rss0) / k_sleepers;
   WARN("1M sleeping coroutines: about " << per << " B resident each (a frame of " << frame_bytes
-                                        << " B, its join state, its loop timer, queue entries)");
+                                        << " B, its slab slot, its sleep heap entry)");
+}
+
+TEST_CASE("spawn_detached: no handle, and an exception it ends with is rethrown by run()",
+          "[07][sched][detached]") {
+  event_loop loop;
+  coro_scheduler sched(loop);
+  int n = 0;
+  sched.spawn_detached(bump(n), {.label = 5});
+  sched.spawn_detached(fail_after(1ms));
+  auto slow = sched.spawn(sleep_then(5ms, 1));
+  CHECK(sched.live() == 3);
+  CHECK_THROWS_WITH(sched.run(), "first failure");  // once the loop is idle: slow has finished
+  CHECK(n == 1);
+  CHECK(slow.join() == 1);
+  CHECK(sched.live() == 0);
+  CHECK_THROWS_AS(sched.spawn_detached(task<void>{}), std::invalid_argument);
+  // The slab's slots are reused: a second round allocates no more of them (nothing to see but that
+  // it runs; asan checks the rest).
+  for (int i = 0; i < 3; ++i) sched.spawn_detached(bump(n));
+  sched.run();
+  CHECK(n == 4);
+  CHECK(this_thread_frame_stats().live() == 0);
+}
+
+TEST_CASE("many sleepers with interleaved deadlines wake in deadline order, ties FIFO",
+          "[07][sleep]") {
+  event_loop loop;
+  coro_scheduler sched(loop);
+  constexpr int k_n = 5000;
+  const auto base = event_loop::clock::now() + 5ms;
+  std::vector<std::pair<int, int>> woke;  // (deadline step, spawn index) in wake order
+  auto body = [](event_loop::clock::time_point at, int step, int id,
+                 std::vector<std::pair<int, int>>& out) -> task<void> {
+    co_await sleep_until(at);
+    out.emplace_back(step, id);
+  };
+  std::uint32_t x = 12345;  // a fixed pseudo-random sequence: many equal deadlines, out of order
+  for (int i = 0; i < k_n; ++i) {
+    x = x * 1664525U + 1013904223U;
+    const int step = static_cast<int>((x >> 16U) % 40U);
+    sched.spawn_detached(body(base + step * 500us, step, i, woke));
+  }
+  sched.run();
+  REQUIRE(woke.size() == k_n);
+  bool ordered = true;
+  for (std::size_t i = 1; i < woke.size(); ++i) {
+    if (woke[i - 1] >= woke[i]) ordered = false;  // by deadline, then by spawn order
+  }
+  CHECK(ordered);
+  CHECK(sched.sleeping() == 0);
+  CHECK(loop.pending_timers() == 0);
+}
+
+TEST_CASE("a sleep destroyed mid-sleep leaves the shared sleep heap and the others wake in order",
+          "[07][sleep][destroy]") {
+  // run_sync inside a coroutine of the scheduler: the task parks in the scheduler's heap, then
+  // run_sync destroys it (it suspended) while six other sleepers stay in the heap around it.
+  event_loop loop;
+  coro_scheduler sched(loop);
+  std::vector<int> woke;
+  counted::live = 0;
+  for (int i = 0; i < 6; ++i) sched.spawn_detached(sleeper((6 - i) * 4ms, woke, i));
+  auto destroyer = [](std::vector<int>& out, coro_scheduler& s) -> task<void> {
+    const std::size_t before = s.sleeping();
+    for (const auto d : {10ms, 1ms, 30ms}) {  // the middle, the earliest, the last deadline
+      auto doomed = [](counted, std::chrono::nanoseconds dd) -> task<int> {
+        co_await sleep_for(dd);
+        co_return 1;
+      };
+      CHECK_THROWS_AS(run_sync(doomed(counted{}, d)), std::logic_error);
+      CHECK(s.sleeping() == before);  // in the heap while parked, out once destroyed
+    }
+    co_await sleep_for(14ms);
+    out.push_back(100);
+  };
+  sched.spawn_detached(destroyer(woke, sched));
+  sched.run();
+  CHECK(counted::live == 0);
+  // Deadlines 4, 8, 12 ms (ids 5, 4, 3), the destroyer's 14 ms, then 16, 20, 24 ms (ids 2, 1, 0).
+  CHECK(woke == std::vector<int>{5, 4, 3, 100, 2, 1, 0});
+  CHECK(sched.sleeping() == 0);
+  CHECK(loop.pending_timers() == 0);
+  CHECK(this_thread_frame_stats().live() == 0);
+}
+
+TEST_CASE(
+    "a stop from another thread wakes one sleeper while the others sleep on to their deadlines",
+    "[07][cancel][sleep]") {
+  event_loop loop;
+  coro_scheduler sched(loop);
+  std::stop_source stop;
+  std::stop_source never;  // its sleepers end by their deadline; a late stop finds nothing
+  std::atomic<int> parked{0};
+  int cancelled = 0;
+  int plain_woke = 0;
+  auto plain = [](int& w, std::atomic<int>& p) -> task<void> {
+    p.fetch_add(1);
+    co_await sleep_for(60ms);
+    ++w;
+  };
+  auto stopped = [](std::stop_token tok, std::atomic<int>& p, int& c) -> task<int> {
+    p.fetch_add(1);
+    co_return co_await stoppable(30s, std::move(tok), 1, c);
+  };
+  constexpr int k_plain = 200;
+  for (int i = 0; i < k_plain / 2; ++i) sched.spawn_detached(plain(plain_woke, parked));
+  auto victim = sched.spawn(stopped(stop.get_token(), parked, cancelled));
+  for (int i = 0; i < k_plain / 2; ++i) sched.spawn_detached(plain(plain_woke, parked));
+  auto survivor = sched.spawn(stoppable(5ms, never.get_token(), 7, cancelled));
+  std::thread requester([&] {
+    while (parked.load() < k_plain + 1) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(10ms);  // let them park in the heap
+    stop.request_stop();
+    std::this_thread::sleep_for(10ms);
+    never.request_stop();  // the survivor's sleep ended already: nothing to wake
+  });
+  const auto t0 = clock_type::now();
+  sched.run();
+  const double elapsed = seconds_since(t0);
+  requester.join();
+  CHECK_THROWS_AS(victim.join(), task_cancelled);
+  CHECK(survivor.join() == 7);
+  CHECK(cancelled == 1);
+  CHECK(plain_woke == k_plain);
+  CHECK(elapsed < 30.0 / 6);
+  CHECK(sched.sleeping() == 0);
+  CHECK(loop.pending_timers() == 0);
 }
 
 TEST_CASE("the lag monitor names a coroutine that runs long without suspending", "[07][lag]") {
