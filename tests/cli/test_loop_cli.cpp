@@ -63,7 +63,7 @@ TEST_CASE("a slow callback is reported with its task and duration after it retur
   CHECK(json_of(r)["verified"] == true);
 }
 
-TEST_CASE("a throw fails its task only; --errors first cancels the timers not yet fired",
+TEST_CASE("a throw fails its task only, --errors first cancels the timers not yet fired",
           "[cli][05][fault]") {
   for (const char* executor : {"loop", "blocking", "loops", "asio-loop", "libuv"}) {
     CAPTURE(executor);

@@ -124,7 +124,7 @@ task<int> fail_after(std::chrono::nanoseconds d) {
 
 }  // namespace
 
-TEST_CASE("a task returns its result to the awaiter; void tasks run too", "[07][task]") {
+TEST_CASE("a task returns its result to the awaiter, void tasks run too", "[07][task]") {
   CHECK(run_sync(add_two()) == 42);
   int n = 0;
   run_sync(bump(n));
@@ -146,7 +146,7 @@ TEST_CASE("a task's exception reaches the awaiter", "[07][task]") {
   CHECK(this_thread_frame_stats().live() == 0);
 }
 
-TEST_CASE("a task starts lazily; destroying it unstarted frees its frame and parameters",
+TEST_CASE("a task starts lazily, destroying it unstarted frees its frame and parameters",
           "[07][task]") {
   reset_frame_stats();
   int runs = 0;
@@ -316,7 +316,7 @@ TEST_CASE("sleepers wake in deadline order and their sleeps overlap", "[07][slee
   CHECK(elapsed < (testing::k_sanitized ? 7 : 4) * 0.020);
 }
 
-TEST_CASE("destroying unfinished tasks frees their frames; their timers never fire",
+TEST_CASE("destroying unfinished tasks frees their frames, their timers never fire",
           "[07][destroy]") {
   event_loop loop;
   counted::live = 0;
@@ -387,7 +387,7 @@ TEST_CASE("a stop request wakes a sleeper at once, from another thread", "[07][c
   CHECK(loop.pending_timers() == 0);
 }
 
-TEST_CASE("a stop request does not interrupt a CPU part; the next sleep ends cancelled",
+TEST_CASE("a stop request does not interrupt a CPU part, the next sleep ends cancelled",
           "[07][cancel]") {
   event_loop loop;
   coro_scheduler sched(loop);

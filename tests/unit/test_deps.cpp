@@ -362,7 +362,7 @@ TEST_CASE("serial and lesson 07's executors keep every edge of chains, trees and
   }
 }
 
-TEST_CASE("a coroutine chain of waits cannot overlap; a tree of them does",
+TEST_CASE("a coroutine chain of waits cannot overlap, a tree of them does",
           "[deps][07][executors]") {
   // Ratios only: a chain of 20 waits of 2 ms takes at least 40 ms, a tree of them (5 levels) far
   // less; without a graph all 20 overlap.
@@ -375,7 +375,7 @@ TEST_CASE("a coroutine chain of waits cannot overlap; a tree of them does",
   CHECK(branched * 2 < along);
 }
 
-TEST_CASE("a failure propagates down the graph; the rest runs", "[deps][07][executors]") {
+TEST_CASE("a failure propagates down the graph, the rest runs", "[deps][07][executors]") {
   std::vector<task> ts = real_tasks(15, 100'000);
   ts[1].inject = fault::throw_exception;
   const std::vector<std::uint64_t> ref = reference_checksums(ts);

@@ -293,7 +293,7 @@ TEST_CASE("the loop keeps turning while fibers are parked", "[06][fiber][timer]"
   CHECK(ticks == 1);
 }
 
-TEST_CASE("a stop wakes sleeping fibers at once; a sleep that ends first reports so",
+TEST_CASE("a stop wakes sleeping fibers at once, a sleep that ends first reports so",
           "[06][fiber][timer][stop]") {
   fd_check fds;
   event_loop loop;
@@ -497,7 +497,7 @@ TEST_CASE("100 000 fibers (fewer under sanitizers) parked at once on slab stacks
   }
 }
 
-TEST_CASE("guarded stacks cost two mappings each; slab stacks one per slab", "[06][stacks]") {
+TEST_CASE("guarded stacks cost two mappings each, slab stacks one per slab", "[06][stacks]") {
   SECTION("guarded") {
     guarded_stacks stacks;
     const int before = mapping_count();
