@@ -36,8 +36,10 @@ struct asio_coro_run {
   const run_options& options;
   result_slots slots;
   run_stop stop;
+  asio::io_context io{1};  // one thread runs it; declared before the timers, it outlives them
   // One timer per task, constructed in place when its wait begins (a timer with a pending wait
-  // must not move, so the vector never grows). Loop thread only.
+  // must not move, so the vector never grows). Loop thread only. A timer holds on to the
+  // io_context's timer service: it must be destroyed first.
   std::vector<std::optional<asio::steady_timer>> timers;
   std::exception_ptr escaped;  // an exception out of an awaitable (the body catches its own)
 
@@ -88,7 +90,7 @@ asio::awaitable<void> asio_task(asio_coro_run& run, std::uint32_t i) {
 run_result run_asio_coro(std::span<const task> tasks, const run_options& options) {
   asio_coro_run run(tasks, options);
   if (tasks.empty()) return std::move(run.slots).collect(0);
-  asio::io_context io(1);  // one thread runs it
+  asio::io_context& io = run.io;
   for (std::uint32_t i = 0; i < tasks.size(); ++i) {
     asio::co_spawn(io, asio_task(run, i), [&run](const std::exception_ptr& e) {
       if (e && !run.escaped) run.escaped = e;
