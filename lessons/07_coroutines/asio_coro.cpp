@@ -109,6 +109,11 @@ run_result run_asio_coro(std::span<const task> tasks, const run_options& options
 
 }  // namespace
 
+// The plan is `coroutines`' (one worker, tasks in order, non-blocking waits, costs probed). The
+// per-task cost is probed on tasks that wait (probe_parked), which the model agreed with better:
+// on 1000 waits of 1 ms (2-core VM) it predicted 3.0-3.6 ms with it and 5.3 ms without, for a
+// measured 2.1-2.6 ms. Both overstate: an empty co_spawn is dearer the first time its memory is
+// touched (about 3.8 µs a task on a fresh heap, 0.35 µs once warm), which the probe pays.
 const executor& asio_coro_executor() {
   static const executor e{
       .name = "asio-coro",
