@@ -224,12 +224,13 @@ namespace clab_units {
 void register_loop_timers_1m(int repetitions);  // units_loop.cpp
 void register_fiber_parked(bool quick);         // units_fibers.cpp
 void register_coro_sleepers(bool quick);        // units_coro_million.cpp
+void register_coro_slow(bool quick);            // units_coro.cpp
 }  // namespace clab_units
 
 int main(int argc, char** argv) {
   // --quick (make bench QUICK=1): the slowest rows measured less, to keep the quick run's budget:
   // the million timers once each, the executors' task overhead for 0.1 s each, and no
-  // 100 000 parked fibers (the full run measures them).
+  // 100 000 parked fibers nor Asio's parallel_group skynet (the full run measures them).
   bool quick = false;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
@@ -250,6 +251,7 @@ int main(int argc, char** argv) {
   clab_units::register_loop_timers_1m(quick ? 1 : 3);
   clab_units::register_fiber_parked(quick);
   clab_units::register_coro_sleepers(quick);
+  clab_units::register_coro_slow(quick);
   benchmark::Initialize(&argc, args.data());
   if (benchmark::ReportUnrecognizedArguments(argc, args.data())) return 2;
   benchmark::RunSpecifiedBenchmarks();

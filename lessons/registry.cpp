@@ -33,7 +33,8 @@ std::span<const executor* const> all_executors() {
         &tbb_executor(),           &process_pool_executor(),    &loop_executor(),
         &blocking_executor(),      &loops_executor(),           &asio_loop_executor(),
         &libuv_executor(),         &fibers_executor(),          &fibers_mn_executor(),
-        &coroutines_executor(),    &coro_priority_executor()};
+        &coroutines_executor(),    &coro_priority_executor(),   &coroutines_mn_executor(),
+        &asio_coro_executor()};
     if (!k_sanitizer_blind_rows_out) v.push_back(&boost_fiber_executor());
     return v;
   }();

@@ -28,21 +28,43 @@ process_result lesson(std::vector<std::string> args,
   return clab::test::run_lesson(LESSON_07, std::move(args), timeout_s, watch);
 }
 
-constexpr const char* k_executors[] = {"coroutines", "coro-priority"};
+constexpr const char* k_executors[] = {"coroutines", "coro-priority"};  // with the lag monitor
+// Every executor of the lesson: our two on one thread, ours on P threads, and Asio's reference.
+constexpr const char* k_all[] = {"coroutines", "coro-priority", "coroutines-mn", "asio-coro"};
 constexpr const char* k_cancelled = "cancelled before it started";
 
 }  // namespace
 
-TEST_CASE("the list names the two executors, in one column", "[cli][07]") {
+TEST_CASE("the list names the four executors, in one column", "[cli][07]") {
   const process_result r = lesson({"--list"});
   CHECK(r.exit_code == 0);
-  CHECK(lines(r.out) == 2);
-  for (const char* name : {"coroutines ", "coro-priority "})
+  CHECK(lines(r.out) == 4);
+  for (const char* name : {"coroutines ", "coro-priority ", "coroutines-mn ", "asio-coro "})
     CHECK_THAT(r.out, Catch::Contains(name));
 }
 
-TEST_CASE("a throw fails its task only, on both coroutine executors", "[cli][07]") {
-  for (const char* executor : k_executors) {
+TEST_CASE("asio-coro, Asio's awaitables on one thread, verifies a mixed task set", "[cli][07]") {
+  const process_result r = lesson({"--executor", "asio-coro", "--tasks", "20", "--workload",
+                                   "mixed", "--task-us", "2000", "--json"});
+  CHECK(r.exit_code == 0);
+  const auto j = json_of(r);
+  CHECK(j["verified"] == true);
+  CHECK(j["completed"] == 20);
+  CHECK(j["workers_used"] == 1);
+}
+
+TEST_CASE("coroutines-mn verifies a mixed task set on the two threads asked for", "[cli][07]") {
+  const process_result r = lesson({"--executor", "coroutines-mn", "--workers", "2", "--tasks", "20",
+                                   "--workload", "mixed", "--task-us", "2000", "--json"});
+  CHECK(r.exit_code == 0);
+  const auto j = json_of(r);
+  CHECK(j["verified"] == true);
+  CHECK(j["completed"] == 20);
+  CHECK(j["workers_used"] == 2);
+}
+
+TEST_CASE("a throw fails its task only, on every coroutine executor", "[cli][07]") {
+  for (const char* executor : k_all) {
     CAPTURE(executor);
     const process_result r = lesson({"--executor", executor, "--tasks", "8", "--workload", "mixed",
                                      "--task-us", "2000", "--fail-task", "3", "--json"});
@@ -58,7 +80,7 @@ TEST_CASE("a throw fails its task only, on both coroutine executors", "[cli][07]
 
 TEST_CASE("a task timeout is refused: a coroutine cannot be interrupted while it computes",
           "[cli][07]") {
-  for (const char* executor : k_executors) {
+  for (const char* executor : k_all) {
     CAPTURE(executor);
     const process_result r = lesson({"--executor", executor, "--task-timeout-ms", "100"});
     CHECK(r.exit_code == 2);
@@ -70,10 +92,12 @@ TEST_CASE("a task timeout is refused: a coroutine cannot be interrupted while it
 
 TEST_CASE("cancelling after 100 ms wakes every coroutine asleep in a 2 s wait at once",
           "[cli][07][cancel]") {
-  for (const char* executor : k_executors) {
+  for (const char* executor : k_all) {
     CAPTURE(executor);
-    const process_result r = lesson({"--executor", executor, "--tasks", "100", "--workload", "wait",
-                                     "--task-us", "2000000", "--cancel-after-ms", "100", "--json"});
+    // coroutines-mn on two threads: the stop reaches the sleepers of both loops.
+    const process_result r =
+        lesson({"--executor", executor, "--workers", "2", "--tasks", "100", "--workload", "wait",
+                "--task-us", "2000000", "--cancel-after-ms", "100", "--json"});
     CHECK(r.exit_code == 1);
     const auto j = json_of(r);
     CHECK(j["verified"] == true);
@@ -103,11 +127,11 @@ TEST_CASE(
   int short_one = 0;
   while (longs.count(short_one) != 0) ++short_one;
 
-  for (const char* executor : k_executors) {
+  for (const char* executor : k_all) {
     CAPTURE(executor);
     args = set;
-    args.insert(args.end(), {"--executor", executor, "--errors", "first", "--fail-task",
-                             std::to_string(short_one), "--json"});
+    args.insert(args.end(), {"--executor", executor, "--workers", "2", "--errors", "first",
+                             "--fail-task", std::to_string(short_one), "--json"});
     const process_result r = lesson(args);
     CHECK(r.exit_code == 1);
     const auto j = json_of(r);
