@@ -90,13 +90,11 @@ class gather {
     for (std::size_t i = tasks_.size(); i-- > 0;) {
       child_ctx& c = ctxs_[i];
       c.on_final = &child_final;
-      c.sched = unit->sched;
-      c.priority = unit->priority;
-      c.label = unit->label;
+      c.info = unit->info;  // the parent's: it outlives its children's ends
       c.owner = this;
       c.index = i;
       tasks_[i].handle().promise().set_hook(&c);
-      unit->sched->make_ready(tasks_[i].handle(), &c, /*front=*/true);
+      unit->sched()->make_ready(tasks_[i].handle(), &c, /*front=*/true);
     }
   }
   void await_resume() const noexcept {}
