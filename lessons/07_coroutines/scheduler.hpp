@@ -458,8 +458,8 @@ template <class T>
 std::coroutine_handle<> detail::spawned_final(final_hook* hook, std::coroutine_handle<> self,
                                               promise_base& p) noexcept {
   auto* st = static_cast<join_state<T>*>(hook);
-  if (p.error) {
-    st->error = p.error;
+  if (p.error()) {
+    st->error = p.error();
   } else if constexpr (!std::is_void_v<T>) {
     st->value.emplace(std::move(*static_cast<task_promise<T>&>(p).value));
   }
@@ -506,8 +506,8 @@ std::coroutine_handle<> detail::detached_final(final_hook*, std::coroutine_handl
   auto* u = static_cast<detached_unit*>(t_ctx);
   assert(u != nullptr && u->frame == self);
   coro_scheduler* sched = u->sched();
-  std::exception_ptr error = std::move(p.error);
-  self.destroy();  // as spawned_final: nothing touches the frame afterwards
+  std::exception_ptr error = p.error();  // a copy: the box goes with the frame
+  self.destroy();                        // as spawned_final: nothing touches the frame afterwards
   if (error) sched->orphan(std::move(error));
   sched->unit_finished(u);
   return std::noop_coroutine();

@@ -116,10 +116,10 @@ class gather {
     auto* c = static_cast<child_ctx*>(hook);
     gather& g = *c->owner;
     outcome<T>& o = g.outcomes_[c->index];
-    if (p.error) {
-      o.set_error(p.error);
+    if (p.error()) {
+      o.set_error(p.error());
       if (g.policy_ == error_policy::first && !g.first_error_) {
-        g.first_error_ = p.error;
+        g.first_error_ = p.error();
         // Wakes the siblings sleeping on the token now (on this thread: no post, no wait).
         g.stop_.request_stop();
       }
