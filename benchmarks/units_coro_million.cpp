@@ -20,6 +20,10 @@
 // Full run only (bench_units --quick leaves them out). The child inherits the benchmark's resident
 // pages, so peak_rss_mb includes them (a few MiB; the row's baseline_mb says how many). MB means
 // MiB here (2^20 bytes: VmHWM's kB are KiB).
+// What one of ours costs asleep (g++ 12, release): a 56-byte frame (resume and destroy pointers,
+// the promise's one word, the self handle, the resume index and flags, the sleep's 8-byte
+// awaiter; 8-byte size classes, no header), a 32-byte detached unit slot and a 16-byte sleep-heap
+// entry: 104 bytes, about 105 measured; 1M of them peak at about 107e6 bytes (102 MiB) in all.
 // Look for: what a sleeping coroutine costs here in all, against its frame alone.
 #include <benchmark/benchmark.h>
 #include <time.h>

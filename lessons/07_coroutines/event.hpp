@@ -64,7 +64,7 @@ class event {
     set_ = true;
     while (head_ != nullptr) {
       awaiter* w = head_;
-      w->ctx_->sched->make_ready(w->h_, w->ctx_);
+      w->ctx_->sched()->make_ready(w->h_, w->ctx_);
       unlink(w);
     }
   }

@@ -1,12 +1,13 @@
 // Lesson 07's frame allocator: every task frame comes from here (the promise's operator new). A
-// per-thread cache of free blocks in 16-byte size classes makes the usual case (a frame freed,
+// per-thread cache of free blocks in 8-byte size classes makes the usual case (a frame freed,
 // another of the same size allocated, as skynet and await loops do) a pop from a list: no lock.
-// New blocks are carved from 256 KiB chunks: no malloc header per frame (16 bytes of an 80-byte
-// frame: 16 MB for a million sleepers).
+// New blocks are carved from 256 KiB chunks: no malloc header per frame (16 bytes of a 56-byte
+// frame: 16 MB for a million sleepers), and no rounding of a 56-byte frame up to 64.
 // Look for: a block freed on another thread joins THAT thread's list (any thread may keep any
-// block), the cap that bounds each list (the rest goes to a depot every thread takes from), and
-// why sanitizer builds allocate each block alone.
+// block), the cap that bounds each list (the rest goes to a depot every thread takes from), which
+// blocks start at a multiple of 16, and why sanitizer builds allocate each block alone.
 #include <array>
+#include <cstdint>
 #include <mutex>
 #include <new>
 
@@ -30,9 +31,12 @@
 namespace clab::coro {
 namespace {
 
-// Size classes 16, 32, ..., k_frame_cap: 16 is the alignment operator new promises (a frame with
-// an over-aligned local needs it), and a finer step would break it for carved blocks.
-constexpr std::size_t k_class_bytes = 16;
+// Size classes 8, 16, 24, ..., k_frame_cap. operator new promises 16-byte alignment, but only an
+// object whose size is a multiple of 16 can need it (a type's size is a multiple of its alignment):
+// blocks of those classes are carved at multiples of 16, the others (24, 40, 56, ...) at multiples
+// of 8. A frame of 56 bytes (a sleeper's) then takes 56, not 64.
+constexpr std::size_t k_class_bytes = 8;
+constexpr std::size_t k_max_align = 16;
 constexpr std::size_t k_frame_cap = 1024;  // larger frames go straight to ::operator new
 constexpr std::size_t k_classes = k_frame_cap / k_class_bytes;
 // A list keeps at most this many bytes of free blocks, so a thread that only frees (M:N: frames
@@ -127,11 +131,17 @@ struct frame_cache {
       return b;
     }
     const std::size_t bytes = block_of(k);
-    if (carve_left < bytes) {
+    // The carve point is a multiple of 8; a class that may hold a 16-aligned object skips to 16.
+    std::size_t skip =
+        bytes % k_max_align == 0 ? reinterpret_cast<std::uintptr_t>(carve) % k_max_align : 0;
+    if (carve_left < skip + bytes) {
       // The old chunk's tail (less than one block of this class) is left unused.
-      carve = static_cast<char*>(::operator new(k_chunk_bytes));
+      carve = static_cast<char*>(::operator new(k_chunk_bytes));  // 16-aligned
       carve_left = k_chunk_bytes;
+      skip = 0;
     }
+    carve += skip;
+    carve_left -= skip;
     void* p = carve;
     carve += bytes;
     carve_left -= bytes;

@@ -24,7 +24,7 @@ bool heap_less(const auto& a, const auto& b) noexcept {  // std::push_heap's "a 
 void detail::join_base::release() noexcept {
   if (--owners != 0) return;
   // Last owner out: an exception that join() never took must not vanish.
-  if (error && !taken && sched != nullptr) sched->orphan(error);
+  if (error && !taken && own.sched != nullptr) own.sched->orphan(error);
   destroy(this);
 }
 
@@ -50,7 +50,8 @@ coro_scheduler::~coro_scheduler() {
   for (auto& chunk : unit_chunks_) {
     for (std::size_t i = 0; i < k_unit_chunk; ++i) {
       if (chunk[i].frame) {
-        std::exchange(chunk[i].frame, nullptr).destroy();
+        chunk[i].frame.destroy();  // its sleeps use the unit: freed after
+        free_unit(&chunk[i]);
         --live_;
       }
     }
@@ -84,19 +85,35 @@ void coro_scheduler::orphan(std::exception_ptr error) noexcept {
   ++orphans_;
 }
 
-detail::detached_unit* coro_scheduler::new_unit() {
+detail::detached_unit* coro_scheduler::new_unit(const spawn_options& options) {
+  const detail::unit_info* info = &plain_info_;
+  if (options.priority != 0 || options.label != 0) {
+    info = ::new (detail::allocate_block(sizeof(detail::unit_info)))
+        detail::unit_info{this, options.priority, options.label};
+  }
   if (free_units_ == nullptr) {
-    unit_chunks_.push_back(std::make_unique<detail::detached_unit[]>(k_unit_chunk));
+    try {
+      unit_chunks_.push_back(std::make_unique<detail::detached_unit[]>(k_unit_chunk));
+    } catch (...) {
+      if (info != &plain_info_)
+        detail::deallocate_block(const_cast<detail::unit_info*>(info), sizeof(detail::unit_info));
+      throw;
+    }
     detail::detached_unit* chunk = unit_chunks_.back().get();
     for (std::size_t i = k_unit_chunk; i-- > 0;) free_unit(&chunk[i]);
   }
   detail::detached_unit* u = free_units_;
   free_units_ = static_cast<detail::detached_unit*>(u->ready_next);
   u->ready_next = nullptr;
+  u->info = info;
   return u;
 }
 
 void coro_scheduler::free_unit(detail::detached_unit* u) noexcept {
+  if (u->info != nullptr && u->info != &plain_info_) {
+    detail::deallocate_block(const_cast<detail::unit_info*>(u->info), sizeof(detail::unit_info));
+  }
+  u->info = nullptr;
   u->frame = nullptr;
   u->ready_next = free_units_;
   free_units_ = u;
@@ -132,14 +149,14 @@ void coro_scheduler::make_ready(std::coroutine_handle<> h, detail::coro_ctx* ctx
       ready_tail_ = ctx;
     }
   } else {
-    heap_.push_back({ctx->priority, front ? --front_seq_ : ++back_seq_, ctx});
+    heap_.push_back({ctx->priority(), front ? --front_seq_ : ++back_seq_, ctx});
     std::push_heap(heap_.begin(), heap_.end(),
                    [](const auto& a, const auto& b) { return heap_less(a, b); });
   }
   ++ready_count_;
   if (!batch_armed_ && !in_batch_) {
     arm_batch();
-  } else if (exact_labels_ && batch_armed_ && next_ready()->label != armed_label_) {
+  } else if (exact_labels_ && batch_armed_ && next_ready()->label() != armed_label_) {
     // The next coroutine changed (a front push, a higher key): its callback must carry its label.
     loop_.cancel(batch_timer_);
     arm_batch();
@@ -169,7 +186,7 @@ detail::coro_ctx* coro_scheduler::pop_ready() noexcept {
 void coro_scheduler::arm_batch() {
   // A zero-delay timer rather than call_soon: the destructor can cancel it. Labelled with the next
   // coroutine's label while the lag monitor is on (then a batch is that one resumption).
-  armed_label_ = exact_labels_ && ready_size() > 0 ? next_ready()->label : 0;
+  armed_label_ = exact_labels_ && ready_size() > 0 ? next_ready()->label() : 0;
   batch_timer_ = loop_.call_later(
       std::chrono::nanoseconds(0), [this] { run_batch(); }, armed_label_);
   batch_armed_ = true;
@@ -213,7 +230,7 @@ detail::coro_ctx& running_unit(const char* what) {
 
 void yield_awaiter::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("yield");
-  unit.sched->make_ready(h, &unit);
+  unit.sched()->make_ready(h, &unit);
 }
 
 // ---- the sleep heap ----
@@ -361,7 +378,7 @@ sleep_awaiter::~sleep_awaiter() {
   // it.
   if (word_ != 0 && (word_ & 1U) == 0) {
     auto* unit = reinterpret_cast<detail::coro_ctx*>(word_);
-    unit->sched->sleep_remove(unit);
+    unit->sched()->sleep_remove(unit);
   }
 }
 
@@ -369,7 +386,7 @@ void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("sleep_for");
   const auto ns = static_cast<std::int64_t>(word_) >> 1;  // arithmetic: the sign comes back
   unit.resume = h;
-  unit.sched->sleep_push(&unit, event_loop::clock::time_point(event_loop::clock::duration(ns)));
+  unit.sched()->sleep_push(&unit, event_loop::clock::time_point(event_loop::clock::duration(ns)));
   word_ = reinterpret_cast<std::uintptr_t>(&unit);  // after: a throw above leaves it unparked
 }
 
@@ -384,14 +401,14 @@ stoppable_sleep::~stoppable_sleep() {
   // The callback first: its destructor waits for a stop callback running on another thread.
   callback_.reset();
   if (node_.ctx != nullptr) {
-    node_.ctx->sched->sleep_remove(&node_);
-    if (id_ != 0) node_.ctx->sched->stoppables()->erase(id_);
+    node_.ctx->sched()->sleep_remove(&node_);
+    if (id_ != 0) node_.ctx->sched()->stoppables()->erase(id_);
   }
 }
 
 void stoppable_sleep::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("sleep_for");
-  coro_scheduler& sched = *unit.sched;
+  coro_scheduler& sched = *unit.sched();
   unit.resume = h;
   id_ = sched.stoppables()->add(this);
   node_.ctx = &unit;
@@ -409,7 +426,7 @@ void stoppable_sleep::await_suspend(std::coroutine_handle<> h) {
 void stoppable_sleep::await_resume() {
   callback_.reset();
   if (node_.ctx != nullptr && id_ != 0)
-    node_.ctx->sched->stoppables()->erase(std::exchange(id_, 0));
+    node_.ctx->sched()->stoppables()->erase(std::exchange(id_, 0));
   node_.ctx = nullptr;
   if (cancelled_) throw task_cancelled();
 }
@@ -417,14 +434,14 @@ void stoppable_sleep::await_resume() {
 // On the loop thread: out of the heap if still in it, then ready, cancelled.
 void stoppable_sleep::wake_cancelled() noexcept {
   detail::coro_ctx* unit = node_.ctx;
-  if (!unit->sched->sleep_remove(&node_)) return;  // woken already: the deadline came first
+  if (!unit->sched()->sleep_remove(&node_)) return;  // woken already: the deadline came first
   cancelled_ = true;
-  unit->sched->make_ready(unit->resume, unit);
+  unit->sched()->make_ready(unit->resume, unit);
 }
 
 // [snippet:coro-cancel]
 void stoppable_sleep::stop_requested() noexcept {
-  coro_scheduler* sched = node_.ctx->sched;
+  coro_scheduler* sched = node_.ctx->sched();
   if (coro_scheduler::current() == sched) {
     // On the loop thread, inside a coroutine (when_all's first error): wake it now.
     wake_cancelled();

@@ -57,22 +57,34 @@ struct sleep_slot {
   std::uint32_t seq;
 };
 
-/// One unit the scheduler runs: a spawned task or a when_all child. Its key orders it in a priority
-/// ready queue (what happens at its end is its top frame's final hook, kept apart: a million
-/// detached units share one). It outlives the unit's frame, so an awaiter inside that frame may use
-/// it until the frame is destroyed. A unit is in the ready queue at most once (it is running,
-/// parked on one thing, or ready), so the queue links the contexts themselves: `resume` is the
-/// coroutine to resume (the innermost suspended frame of the unit), `ready_next` the next ready
-/// unit. 40 bytes.
-struct coro_ctx {
+/// Whose a unit is and its keys: its scheduler, its key in a priority ready queue, its label.
+/// Shared, not copied into each unit: every unit spawned without options points at its scheduler's
+/// own {sched, 0, 0}, a when_all child at its parent's; only a detached unit spawned with a label
+/// or a priority has one of its own (a 24-byte block, freed with the unit), and a join state holds
+/// its own inline. A million plain sleepers: 16 bytes less each.
+struct unit_info {
   coro_scheduler* sched = nullptr;
   std::int64_t priority = 0;
   std::uint64_t label = 0;
-  std::coroutine_handle<> resume;  // set by make_ready (and by a sleep, when it parks)
+};
+
+/// One unit the scheduler runs: a spawned task or a when_all child. Its info orders it in a
+/// priority ready queue (what happens at its end is its top frame's final hook, kept apart: a
+/// million detached units share one). It outlives the unit's frame, so an awaiter inside that frame
+/// may use it until the frame is destroyed. A unit is in the ready queue at most once (it is
+/// running, parked on one thing, or ready), so the queue links the contexts themselves: `resume` is
+/// the coroutine to resume (the innermost suspended frame of the unit), `ready_next` the next ready
+/// unit. 24 bytes.
+struct coro_ctx {
+  const unit_info* info = nullptr;  // never null once the unit is spawned
+  std::coroutine_handle<> resume;   // set by make_ready (and by a sleep, when it parks)
   union {
     coro_ctx* ready_next = nullptr;  // FIFO link while ready; the slab's free list while unused
     sleep_slot sleep;  // while parked in a plain sleep (never ready then): the word is free
   };
+  [[nodiscard]] coro_scheduler* sched() const noexcept { return info->sched; }
+  [[nodiscard]] std::int64_t priority() const noexcept { return info->priority; }
+  [[nodiscard]] std::uint64_t label() const noexcept { return info->label; }
 };
 
 /// A stoppable sleep's own place in the sleep heap (a plain sleep uses its unit's context instead):
@@ -83,7 +95,7 @@ struct sleep_node {
 };
 
 /// A spawn_detached unit: its context and its frame (null once finished: the slot is free). Kept in
-/// the scheduler's slab, 48 bytes: no join state, no list links (the destructor walks the slab), no
+/// the scheduler's slab, 32 bytes: no join state, no list links (the destructor walks the slab), no
 /// final hook of its own (detached_hook<T>, below, serves them all).
 struct detached_unit final : coro_ctx {
   std::coroutine_handle<> frame;
@@ -97,6 +109,7 @@ inline thread_local coro_ctx* t_ctx = nullptr;
 /// What a spawned task and its handle share. Two owners (the scheduler's unit and the handle);
 /// the last to let go frees it, first handing an exception nobody took to the scheduler.
 struct join_base : final_hook, coro_ctx {
+  unit_info own;                  // what `info` points at
   std::coroutine_handle<> frame;  // the task's frame while it lives
   join_base* prev = nullptr;      // the scheduler's list of unfinished units
   join_base* next = nullptr;
@@ -159,7 +172,7 @@ class [[nodiscard]] coro_handle {
   /// True once the task has ended (returned or thrown).
   [[nodiscard]] bool done() const noexcept { return st_ != nullptr && st_->finished; }
   [[nodiscard]] bool valid() const noexcept { return st_ != nullptr; }
-  [[nodiscard]] std::uint64_t label() const noexcept { return st_ ? st_->label : 0; }
+  [[nodiscard]] std::uint64_t label() const noexcept { return st_ ? st_->own.label : 0; }
   /// Lets go: the task runs on; an exception it ends with is rethrown by run().
   void detach() noexcept { reset(); }
 
@@ -200,8 +213,9 @@ class coro_scheduler {
   /// join state; the task's frame is already allocated. Throws std::invalid_argument if t is empty.
   template <class T>
   coro_handle<T> spawn(task<T> t, spawn_options options = {});
-  /// spawn(t, options).detach() without the join state: the unit's context is a 48-byte slot of the
-  /// scheduler's slab. The result is dropped; an exception the task ends with is rethrown by run().
+  /// spawn(t, options).detach() without the join state: the unit's context is a 32-byte slot of the
+  /// scheduler's slab (plus a 24-byte block for its info if options are not all zero). The result
+  /// is dropped; an exception the task ends with is rethrown by run().
   template <class T>
   void spawn_detached(task<T> t, spawn_options options = {});
 
@@ -227,7 +241,7 @@ class coro_scheduler {
   [[nodiscard]] ready_order order() const noexcept { return order_; }
   /// The scheduler whose coroutine runs on this thread, or nullptr.
   [[nodiscard]] static coro_scheduler* current() noexcept {
-    return detail::t_ctx != nullptr ? detail::t_ctx->sched : nullptr;
+    return detail::t_ctx != nullptr ? detail::t_ctx->sched() : nullptr;
   }
 
   /// The engine, for the awaiters (sleep, yield, when_all): queues `h` of unit `ctx` to run, at the
@@ -284,7 +298,7 @@ class coro_scheduler {
   void sleep_rearm();
   void sleep_fire() noexcept;
 
-  detail::detached_unit* new_unit();
+  detail::detached_unit* new_unit(const spawn_options& options);
   void free_unit(detail::detached_unit* u) noexcept;
   [[nodiscard]] std::size_t ready_size() const noexcept { return ready_count_; }
   [[nodiscard]] detail::coro_ctx* next_ready() const noexcept;
@@ -317,6 +331,7 @@ class coro_scheduler {
   std::vector<std::unique_ptr<detail::detached_unit[]>> unit_chunks_;
   detail::detached_unit* free_units_ = nullptr;
   std::shared_ptr<detail::stoppable_registry> stoppables_;
+  detail::unit_info plain_info_{this, 0, 0};  // the info of every detached unit without options
 
   timer_handle batch_timer_;
   bool batch_armed_ = false;
@@ -443,15 +458,15 @@ template <class T>
 std::coroutine_handle<> detail::spawned_final(final_hook* hook, std::coroutine_handle<> self,
                                               promise_base& p) noexcept {
   auto* st = static_cast<join_state<T>*>(hook);
-  if (p.error) {
-    st->error = p.error;
+  if (p.error()) {
+    st->error = p.error();
   } else if constexpr (!std::is_void_v<T>) {
     st->value.emplace(std::move(*static_cast<task_promise<T>&>(p).value));
   }
   // The frame goes at once (a finished task holds nothing anyone needs): destroying it from its
   // own final suspend is allowed, and nothing touches it afterwards.
   self.destroy();
-  st->sched->unit_finished(st);
+  st->own.sched->unit_finished(st);
   return std::noop_coroutine();
 }
 
@@ -466,9 +481,8 @@ coro_handle<T> coro_scheduler::spawn(task<T> t, spawn_options options) {
                                                 detail::deallocate_block(s, sizeof(state));
                                               });
   st->on_final = &detail::spawned_final<T>;
-  st->sched = this;
-  st->priority = options.priority;
-  st->label = options.label;
+  st->own = {this, options.priority, options.label};
+  st->info = &st->own;
   st->destroy = [](detail::join_base* s) noexcept {
     static_cast<state*>(s)->~state();
     detail::deallocate_block(s, sizeof(state));
@@ -491,9 +505,9 @@ std::coroutine_handle<> detail::detached_final(final_hook*, std::coroutine_handl
   // when_all's last child hands t_ctx back to its parent before transferring into it).
   auto* u = static_cast<detached_unit*>(t_ctx);
   assert(u != nullptr && u->frame == self);
-  coro_scheduler* sched = u->sched;
-  std::exception_ptr error = std::move(p.error);
-  self.destroy();  // as spawned_final: nothing touches the frame afterwards
+  coro_scheduler* sched = u->sched();
+  std::exception_ptr error = p.error();  // a copy: the box goes with the frame
+  self.destroy();                        // as spawned_final: nothing touches the frame afterwards
   if (error) sched->orphan(std::move(error));
   sched->unit_finished(u);
   return std::noop_coroutine();
@@ -502,10 +516,7 @@ std::coroutine_handle<> detail::detached_final(final_hook*, std::coroutine_handl
 template <class T>
 void coro_scheduler::spawn_detached(task<T> t, spawn_options options) {
   if (!t.valid()) throw std::invalid_argument("coro_scheduler::spawn_detached: empty task");
-  detail::detached_unit* u = new_unit();
-  u->sched = this;
-  u->priority = options.priority;
-  u->label = options.label;
+  detail::detached_unit* u = new_unit(options);  // may throw (a new chunk, an info block)
   try {
     make_ready(t.handle(), u);  // may throw (priority heap growth): t still owns the frame
   } catch (...) {

@@ -90,13 +90,11 @@ class gather {
     for (std::size_t i = tasks_.size(); i-- > 0;) {
       child_ctx& c = ctxs_[i];
       c.on_final = &child_final;
-      c.sched = unit->sched;
-      c.priority = unit->priority;
-      c.label = unit->label;
+      c.info = unit->info;  // the parent's: it outlives its children's ends
       c.owner = this;
       c.index = i;
       tasks_[i].handle().promise().set_hook(&c);
-      unit->sched->make_ready(tasks_[i].handle(), &c, /*front=*/true);
+      unit->sched()->make_ready(tasks_[i].handle(), &c, /*front=*/true);
     }
   }
   void await_resume() const noexcept {}
@@ -118,10 +116,10 @@ class gather {
     auto* c = static_cast<child_ctx*>(hook);
     gather& g = *c->owner;
     outcome<T>& o = g.outcomes_[c->index];
-    if (p.error) {
-      o.set_error(p.error);
+    if (p.error()) {
+      o.set_error(p.error());
       if (g.policy_ == error_policy::first && !g.first_error_) {
-        g.first_error_ = p.error;
+        g.first_error_ = p.error();
         // Wakes the siblings sleeping on the token now (on this thread: no post, no wait).
         g.stop_.request_stop();
       }
