@@ -1,6 +1,6 @@
 // Lesson 07 — the task set on our stackless coroutines (task.hpp, scheduler.hpp). `coroutines`:
 // every task a coroutine on one thread and one loop, spawned in task order; its wait, co_await
-// sleep_for, suspends the coroutine onto a loop timer and keeps nothing but its frame.
+// sleep_for, parks the coroutine in its scheduler's sleep heap and keeps nothing but its frame.
 // `coro-priority`: the same, with the ready coroutines taken longest CPU part first. Look for:
 // run_task() reads like lesson 00's loop body, as lesson 06's does, but every place it may give
 // up its thread is spelled `co_await`. With --deps each task first awaits an event per
@@ -44,7 +44,7 @@ struct coro_run {
 
 // [snippet:coro-task]
 /// Task i, as a coroutine runs it: straight through, as lesson 00 would, except that the wait
-/// suspends this coroutine onto a loop timer (the thread runs the other coroutines meanwhile).
+/// parks this coroutine in the scheduler's sleep heap (the thread runs the others meanwhile).
 /// `run` outlives every coroutine of the run (the scheduler is gone before it is).
 coro::task<void> run_task(coro_run& run, std::uint32_t i) {
   const task& t = run.tasks[i];
