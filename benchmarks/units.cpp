@@ -221,13 +221,18 @@ BENCHMARK(pool_round_trip)->UseRealTime();
 }  // namespace
 
 namespace clab_units {
-void register_loop_timers_1m(int repetitions);  // units_loop.cpp
-void register_fiber_parked(bool quick);         // units_fibers.cpp
-void register_coro_sleepers(bool quick);        // units_coro_million.cpp
-void register_coro_slow(bool quick);            // units_coro.cpp
+void register_loop_timers_1m(int repetitions);   // units_loop.cpp
+void register_fiber_parked(bool quick);          // units_fibers.cpp
+void register_coro_sleepers(bool quick);         // units_coro_million.cpp
+int sleepers_child_main(int argc, char** argv);  // units_coro_million.cpp: a fresh process
+void register_coro_slow(bool quick);             // units_coro.cpp
 }  // namespace clab_units
 
 int main(int argc, char** argv) {
+  // A row's fresh process (coro_sleepers_rss): no benchmark runs there.
+  if (argc > 1 && std::string_view(argv[1]).rfind("--clab-sleepers-child=", 0) == 0) {
+    return clab_units::sleepers_child_main(argc, argv);
+  }
   // --quick (make bench QUICK=1): the slowest rows measured less, to keep the quick run's budget:
   // the million timers once each, the executors' task overhead for 0.1 s each, and no
   // 100 000 parked fibers nor Asio's parallel_group skynet (the full run measures them).

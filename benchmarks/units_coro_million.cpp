@@ -1,5 +1,6 @@
 // A million stackless coroutines asleep at once: our task<T> engine (lessons/07_coroutines) and
-// Boost.Asio's awaitable, each in a fresh child process (fork), each row one repetition:
+// Boost.Asio's awaitable, each in a fresh process (fork, then exec of bench_units itself with
+// --clab-sleepers-child, so that none of the benchmark's own pages count), each row one repetition:
 //   coro_sleepers_rss/ours       1 000 000 of our coroutines spawned (spawn_detached) on one
 //                                coro_scheduler, each `co_await sleep_for(d)` then one increment;
 //                                d is as long again as spawning took, plus 0.3 s, so all are asleep
@@ -17,16 +18,16 @@
 //                                co_awaits its async_wait(use_awaitable), then one increment.
 //                                frame_bytes: 0 (Asio allocates its frames through its own
 //                                recycling allocator; not reported).
-// Full run only (bench_units --quick leaves them out). The child inherits the benchmark's resident
-// pages, so peak_rss_mb includes them (a few MiB; the row's baseline_mb says how many). MB means
-// MiB here (2^20 bytes: VmHWM's kB are KiB).
-// What one of ours costs asleep (g++ 12, release): a 56-byte frame (resume and destroy pointers,
-// the promise's one word, the self handle, the resume index and flags, the sleep's 8-byte
-// awaiter; 8-byte size classes, no header), a 32-byte detached unit slot and a 16-byte sleep-heap
-// entry: 104 bytes, about 105 measured; 1M of them peak at about 107e6 bytes (102 MiB) in all.
+// Full run only (bench_units --quick leaves them out). A forked child alone would inherit the
+// benchmark's resident pages (87 MiB after the rows before it in a full run), so the child execs
+// a fresh bench_units, whose whole-process peak is the figure: its baseline_mb says how much of it
+// a bare bench_units holds. MB means MiB here (2^20 bytes: VmHWM's kB are KiB).
 // Look for: what a sleeping coroutine costs here in all, against its frame alone.
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -36,10 +37,12 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <string>
+#include <string_view>
 
 #include "lessons/05_event_loop/event_loop.hpp"
 #include "lessons/06_fibers/boost_fiber_child.hpp"
@@ -147,18 +150,57 @@ void asio_in_child(const clab::child_channel<sleepers_report>& channel) {
   channel.send(r);
 }
 
-template <void (*Child)(const clab::child_channel<sleepers_report>&)>
+/// Runs `which` ("ours" or "asio-coro") in a fresh process: fork, then exec this very program with
+/// --clab-sleepers-child=WHICH --clab-report-fd=N; the report comes back over a pipe. False (and
+/// `got` untouched) if the child failed.
+bool run_fresh(const char* which, sleepers_report& got) {
+  int up[2];
+  if (::pipe2(up, O_CLOEXEC) != 0) return false;
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(up[0]);
+    ::close(up[1]);
+    return false;
+  }
+  if (pid == 0) {
+    const int fd = ::fcntl(up[1], F_DUPFD, 10);  // a copy without O_CLOEXEC: it survives the exec
+    const std::string child = std::string("--clab-sleepers-child=") + which;
+    const std::string report = "--clab-report-fd=" + std::to_string(fd);
+    ::execl("/proc/self/exe", "bench_units", child.c_str(), report.c_str(),
+            static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(up[1]);
+  sleepers_report r;
+  std::size_t have = 0;
+  for (;;) {
+    const ssize_t n = ::read(up[0], reinterpret_cast<char*>(&r) + have, sizeof r - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<std::size_t>(n);
+  }
+  ::close(up[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (have != sizeof r || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
+  got = r;
+  return true;
+}
+
+template <const char* Which>
 void coro_sleepers_rss(benchmark::State& state) {
   for (auto _ : state) {
     sleepers_report got;
-    const clab::child_end end =
-        clab::run_in_child<sleepers_report>(Child, [&got](const sleepers_report& r) { got = r; });
+    if (!run_fresh(Which, got)) {
+      state.SkipWithError("the child process failed (see its stderr)");
+      return;
+    }
     if (got.parked < 0) {
       state.SkipWithError("sleepers woke before the reading (the machine is slow): not measured");
       return;
     }
-    if (end.exit_status != 0 || got.parked != k_sleepers || got.woken != k_sleepers ||
-        got.asleep <= got.base) {
+    if (got.parked != k_sleepers || got.woken != k_sleepers || got.asleep <= got.base) {
       state.SkipWithError("the child did not put every coroutine to sleep and wake it");
       return;
     }
@@ -171,6 +213,9 @@ void coro_sleepers_rss(benchmark::State& state) {
   }
 }
 
+constexpr char k_ours[] = "ours";
+constexpr char k_asio[] = "asio-coro";
+
 }  // namespace
 
 namespace clab_units {
@@ -179,16 +224,37 @@ namespace clab_units {
 // seconds): in the full run only (bench_units --quick leaves them out).
 void register_coro_sleepers(bool quick) {
   if (quick) return;
-  benchmark::RegisterBenchmark("coro_sleepers_rss/ours", coro_sleepers_rss<ours_in_child>)
+  benchmark::RegisterBenchmark("coro_sleepers_rss/ours", coro_sleepers_rss<k_ours>)
       ->Iterations(1)
       ->Repetitions(1)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("coro_sleepers_rss/asio-coro", coro_sleepers_rss<asio_in_child>)
+  benchmark::RegisterBenchmark("coro_sleepers_rss/asio-coro", coro_sleepers_rss<k_asio>)
       ->Iterations(1)
       ->Repetitions(1)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
+}
+
+/// The fresh process's side (bench_units --clab-sleepers-child=WHICH --clab-report-fd=N, called
+/// from main before anything else): runs the row's body, writes its report to fd N. Exit status 0,
+/// or 2 for arguments it does not know.
+int sleepers_child_main(int argc, char** argv) {
+  std::string_view which;
+  int fd = -1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a.rfind("--clab-sleepers-child=", 0) == 0) which = a.substr(22);
+    if (a.rfind("--clab-report-fd=", 0) == 0) fd = std::stoi(std::string(a.substr(17)));
+  }
+  if (fd < 0 || (which != k_ours && which != k_asio)) return 2;
+  const clab::child_channel<sleepers_report> channel(fd, -1);
+  if (which == k_ours) {
+    ours_in_child(channel);
+  } else {
+    asio_in_child(channel);
+  }
+  return 0;
 }
 
 }  // namespace clab_units

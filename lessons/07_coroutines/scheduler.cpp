@@ -136,7 +136,7 @@ void coro_scheduler::unit_finished(detail::join_base* st) noexcept {
 
 // [snippet:coro-ready]
 void coro_scheduler::make_ready(std::coroutine_handle<> h, detail::coro_ctx* ctx, bool front) {
-  ctx->resume = h;
+  detail::coro_ctx* const old_tail = ready_tail_;  // to undo a link if arming throws (below)
   if (order_ == ready_order::fifo) {
     // No allocation: the unit's context is the queue's link (a unit is ready at most once).
     if (front) {
@@ -149,20 +149,53 @@ void coro_scheduler::make_ready(std::coroutine_handle<> h, detail::coro_ctx* ctx
       ready_tail_ = ctx;
     }
   } else {
-    heap_.push_back({ctx->priority(), front ? --front_seq_ : ++back_seq_, ctx});
+    heap_.push_back({ctx->priority(), front ? --front_seq_ : ++back_seq_, ctx});  // may throw
     std::push_heap(heap_.begin(), heap_.end(),
                    [](const auto& a, const auto& b) { return heap_less(a, b); });
   }
+  ctx->resume = h;
   ++ready_count_;
-  if (!batch_armed_ && !in_batch_) {
-    arm_batch();
-  } else if (exact_labels_ && batch_armed_ && next_ready()->label() != armed_label_) {
-    // The next coroutine changed (a front push, a higher key): its callback must carry its label.
-    loop_.cancel(batch_timer_);
-    arm_batch();
+  try {
+    if (!batch_armed_ && !in_batch_) {
+      arm_batch();
+    } else if (exact_labels_ && batch_armed_ && next_ready()->label() != armed_label_) {
+      // The next coroutine changed (a front push, a higher key): its callback must carry its label.
+      loop_.cancel(batch_timer_);
+      batch_armed_ = false;
+      arm_batch();
+    }
+  } catch (...) {
+    // No loop timer (out of memory): the unit is not queued after all, and the caller sees why.
+    unlink_ready(ctx, front, old_tail);
+    throw;
   }
 }
 // [end-snippet]
+
+void coro_scheduler::unlink_ready(detail::coro_ctx* ctx, bool front,
+                                  detail::coro_ctx* old_tail) noexcept {
+  --ready_count_;
+  if (order_ == ready_order::fifo) {
+    if (front) {
+      ready_head_ = ctx->ready_next;
+      if (ready_head_ == nullptr) ready_tail_ = nullptr;
+    } else {
+      ready_tail_ = old_tail;
+      (old_tail != nullptr ? old_tail->ready_next : ready_head_) = nullptr;
+    }
+    ctx->ready_next = nullptr;
+    return;
+  }
+  const auto it = std::find_if(heap_.begin(), heap_.end(),
+                               [ctx](const keyed_entry& e) { return e.ctx == ctx; });
+  heap_.erase(it);
+  std::make_heap(heap_.begin(), heap_.end(),
+                 [](const auto& a, const auto& b) { return heap_less(a, b); });
+}
+
+void coro_scheduler::reserve_ready(std::size_t more) {
+  if (order_ == ready_order::priority) heap_.reserve(heap_.size() + more);
+}
 
 detail::coro_ctx* coro_scheduler::next_ready() const noexcept {
   return order_ == ready_order::fifo ? ready_head_ : heap_.front().ctx;
@@ -294,7 +327,14 @@ void coro_scheduler::sleep_push_ref(std::uintptr_t ref, event_loop::clock::time_
   const std::size_t i = sleep_size_++;
   sleep_at(i) = {deadline.time_since_epoch().count(), ref};
   sleep_sift_up(i);
-  if (slot_of(ref).pos == 0) sleep_rearm();  // the earliest deadline changed
+  if (slot_of(ref).pos == 0) {  // the earliest deadline changed
+    try {
+      sleep_rearm();
+    } catch (...) {  // no loop timer (out of memory): this sleep does not begin, and says why
+      sleep_remove_ref(ref);
+      throw;
+    }
+  }
 }
 
 bool coro_scheduler::sleep_remove_ref(std::uintptr_t ref) noexcept {
@@ -335,10 +375,11 @@ void coro_scheduler::sleep_rearm() {
   }
   const std::int64_t first = sleep_at(0).deadline_ns;
   if (sleep_armed_ && sleep_armed_ns_ == first) return;
+  // The new timer first: if arming it throws, the old one (for a later deadline) stays armed.
+  const timer_handle next = loop_.call_at(
+      event_loop::clock::time_point(event_loop::clock::duration(first)), [this] { sleep_fire(); });
   if (sleep_armed_) loop_.cancel(sleep_timer_);
-  sleep_armed_ = false;
-  sleep_timer_ = loop_.call_at(event_loop::clock::time_point(event_loop::clock::duration(first)),
-                               [this] { sleep_fire(); });
+  sleep_timer_ = next;
   sleep_armed_ = true;
   sleep_armed_ns_ = first;
 }

@@ -246,7 +246,12 @@ class coro_scheduler {
 
   /// The engine, for the awaiters (sleep, yield, when_all): queues `h` of unit `ctx` to run, at the
   /// back (or the front). Loop thread only.
+  /// If it throws (std::bad_alloc: no room in the priority heap, or no loop timer for a batch),
+  /// `h` is not queued.
   void make_ready(std::coroutine_handle<> h, detail::coro_ctx* ctx, bool front = false);
+  /// The engine: room for `more` ready units without allocating (when_all queues its children
+  /// together: none may fail after another was queued).
+  void reserve_ready(std::size_t more);
   /// The engine: a unit's end (from its final hook).
   void unit_finished(detail::join_base* st) noexcept;
   void unit_finished(detail::detached_unit* u) noexcept;
@@ -304,6 +309,7 @@ class coro_scheduler {
   [[nodiscard]] detail::coro_ctx* next_ready() const noexcept;
   detail::coro_ctx* pop_ready() noexcept;
   void arm_batch();
+  void unlink_ready(detail::coro_ctx* ctx, bool front, detail::coro_ctx* old_tail) noexcept;
   void run_batch() noexcept;
 
   event_loop& loop_;

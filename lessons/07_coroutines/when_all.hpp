@@ -86,6 +86,9 @@ class gather {
     parent_ = parent;
     parent_ctx_ = unit;
     remaining_ = tasks_.size();
+    // All or none: with room reserved, only the first make_ready can throw (arming the batch: the
+    // later children carry the same label, so none re-arms), and then nothing is queued.
+    unit->sched()->reserve_ready(tasks_.size());
     // Front of the ready queue, last child first, so they run in index order before older work.
     for (std::size_t i = tasks_.size(); i-- > 0;) {
       child_ctx& c = ctxs_[i];
