@@ -706,10 +706,15 @@ TEST_CASE("a sleep destroyed mid-sleep leaves the shared sleep heap and the othe
   coro_scheduler sched(loop);
   std::vector<int> woke;
   counted::live = 0;
-  for (int i = 0; i < 6; ++i) sched.spawn_detached(sleeper((6 - i) * 4ms, woke, i));
-  auto destroyer = [](std::vector<int>& out, coro_scheduler& s) -> task<void> {
+  // Sleepers 10 ms apart; the destroyer sleeps until 35 ms after t0, taken before any sleeper
+  // starts, so the order holds however late a sanitized run starts each coroutine (ASan once put a
+  // destroyer's 14 ms sleep, counted from its own start, after a sleeper's 16 ms).
+  const auto t0 = event_loop::clock::now();
+  for (int i = 0; i < 6; ++i) sched.spawn_detached(sleeper((6 - i) * 10ms, woke, i));
+  auto destroyer = [](std::vector<int>& out, coro_scheduler& s,
+                      event_loop::clock::time_point wake_at) -> task<void> {
     const std::size_t before = s.sleeping();
-    for (const auto d : {10ms, 1ms, 30ms}) {  // the middle, the earliest, the last deadline
+    for (const auto d : {30ms, 1ms, 70ms}) {  // the middle, the earliest, the last deadline
       auto doomed = [](counted, std::chrono::nanoseconds dd) -> task<int> {
         co_await sleep_for(dd);
         co_return 1;
@@ -717,13 +722,13 @@ TEST_CASE("a sleep destroyed mid-sleep leaves the shared sleep heap and the othe
       CHECK_THROWS_AS(run_sync(doomed(counted{}, d)), std::logic_error);
       CHECK(s.sleeping() == before);  // in the heap while parked, out once destroyed
     }
-    co_await sleep_for(14ms);
+    co_await sleep_until(wake_at);
     out.push_back(100);
   };
-  sched.spawn_detached(destroyer(woke, sched));
+  sched.spawn_detached(destroyer(woke, sched, t0 + 35ms));
   sched.run();
   CHECK(counted::live == 0);
-  // Deadlines 4, 8, 12 ms (ids 5, 4, 3), the destroyer's 14 ms, then 16, 20, 24 ms (ids 2, 1, 0).
+  // Deadlines 10, 20, 30 ms (ids 5, 4, 3), the destroyer's 35 ms, then 40, 50, 60 ms (ids 2, 1, 0).
   CHECK(woke == std::vector<int>{5, 4, 3, 100, 2, 1, 0});
   CHECK(sched.sleeping() == 0);
   CHECK(loop.pending_timers() == 0);
@@ -753,13 +758,21 @@ TEST_CASE(
   for (int i = 0; i < k_plain / 2; ++i) sched.spawn_detached(plain(plain_woke, parked));
   auto victim = sched.spawn(stopped(stop.get_token(), parked, cancelled));
   for (int i = 0; i < k_plain / 2; ++i) sched.spawn_detached(plain(plain_woke, parked));
-  auto survivor = sched.spawn(stoppable(5ms, never.get_token(), 7, cancelled));
+  std::atomic<bool> survivor_done{false};
+  auto survivor_body = [](std::stop_token tok, int& c, std::atomic<bool>& done) -> task<int> {
+    const int v = co_await stoppable(5ms, std::move(tok), 7, c);
+    done = true;
+    co_return v;
+  };
+  auto survivor = sched.spawn(survivor_body(never.get_token(), cancelled, survivor_done));
   std::thread requester([&] {
     while (parked.load() < k_plain + 1) std::this_thread::sleep_for(1ms);
     std::this_thread::sleep_for(10ms);  // let them park in the heap
     stop.request_stop();
-    std::this_thread::sleep_for(10ms);
-    never.request_stop();  // the survivor's sleep ended already: nothing to wake
+    // The survivor's sleep must have ended by its deadline first (waited for, at most 5 s, where a
+    // fixed wait could be too short on a loaded sanitizer run), so the late stop finds nothing.
+    for (int i = 0; i < 5000 && !survivor_done.load(); ++i) std::this_thread::sleep_for(1ms);
+    never.request_stop();
   });
   const auto t0 = clock_type::now();
   sched.run();
