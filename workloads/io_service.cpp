@@ -141,11 +141,11 @@ asio::awaitable<void> session(tcp::socket socket, std::chrono::milliseconds idle
 
 /// Accepts until the acceptor is closed. Each connection gets a strand, so with --threads N its
 /// coroutine never runs on two threads at once.
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::chrono::milliseconds idle) {
+asio::awaitable<void> accept_loop(asio::io_context& io, tcp::acceptor& acceptor,
+                                  std::chrono::milliseconds idle) {
   bool warned = false;
   for (;;) {
-    auto [ec, socket] =
-        co_await acceptor.async_accept(asio::make_strand(acceptor.get_executor()), as_result);
+    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), as_result);
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) {
       // Out of descriptors (ulimit -n) or memory: say so once, pause, and accept again once the
@@ -220,7 +220,10 @@ void run_io_service(const io_service_options& options,
   // Installed before the port is reported: a parent that stops us as soon as it knows the port
   // gets the clean exit, never the default action of a signal that arrived too early.
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  tcp::acceptor acceptor(io);
+  // The acceptor has a strand of its own: with --threads N the signal handler's close must not
+  // run on one thread while the accept loop touches the acceptor on another.
+  const auto acceptor_strand = asio::make_strand(io);
+  tcp::acceptor acceptor(acceptor_strand);
   const tcp::endpoint endpoint(asio::ip::make_address(options.host), options.port);
   acceptor.open(endpoint.protocol());
   acceptor.set_option(tcp::acceptor::reuse_address(true));
@@ -229,11 +232,13 @@ void run_io_service(const io_service_options& options,
 
   signals.async_wait([&](const boost::system::error_code& ec, int) {
     if (ec) return;
-    boost::system::error_code ignored;
-    acceptor.close(ignored);  // no new connection from here on
-    io.stop();                // and the open ones are dropped: the parent asked us to go
+    asio::post(acceptor_strand, [&] {
+      boost::system::error_code ignored;
+      acceptor.close(ignored);  // no new connection from here on
+      io.stop();                // and the open ones are dropped: the parent asked us to go
+    });
   });
-  asio::co_spawn(io, accept_loop(acceptor, options.idle_timeout), asio::detached);
+  asio::co_spawn(acceptor_strand, accept_loop(io, acceptor, options.idle_timeout), asio::detached);
   on_listening(acceptor.local_endpoint().port());
 
   // The signal wait and the accept loop are outstanding work, so run() returns only on stop().

@@ -1,7 +1,9 @@
 // Lesson 08's service as a child process: a lesson program or the sweep that needs the loopback
 // HTTP service starts its own io_service, learns the port from a pipe, and stops and reaps it
 // when it is done — on a normal exit, on an exception (the destructor) and, because the child
-// is told to die with its parent, even when the parent is killed.
+// is told to die with its parent, even when the parent is killed. (The kernel ties that to the
+// thread that started the child: make a service_process on a thread that outlives it, such as
+// main's, not on a pool worker that may exit first.)
 //
 // Look for: service_process (start: fork, exec, read "PORT\n" with a deadline; stop: SIGTERM, a
 // grace period, SIGKILL, waitpid), and parse_service_address (what `--service HOST:PORT` accepts:

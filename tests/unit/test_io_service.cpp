@@ -11,6 +11,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -370,6 +371,26 @@ TEST_CASE("io service: a service that cannot start gives a clear error and leave
                                                       Catch::Contains("before reporting its port"));
   CHECK_THROWS_WITH(service_process(k_service, {"--threads", "0"}),
                     Catch::Contains("exited with status 2"));
+  // Executable but not a program: exec itself fails, and the child says why on the pipe.
+  const std::string junk = "/tmp/clab_io_junk_" + std::to_string(::getpid());
+  std::FILE* f = std::fopen(junk.c_str(), "w");
+  REQUIRE(f != nullptr);
+  std::fputs("\x7f not an executable\n", f);
+  std::fclose(f);
+  std::filesystem::permissions(junk, std::filesystem::perms::owner_all);
+  CHECK_THROWS_WITH(service_process(junk),
+                    Catch::Contains("cannot run") && Catch::Contains("Exec format error"));
+  // A program that runs but never reports a port: refused at the deadline, killed and reaped.
+  const std::string mute = junk + ".sh";
+  f = std::fopen(mute.c_str(), "w");
+  REQUIRE(f != nullptr);
+  std::fputs("#!/bin/sh\nexec sleep 30\n", f);
+  std::fclose(f);
+  std::filesystem::permissions(mute, std::filesystem::perms::owner_all);
+  CHECK_THROWS_WITH(service_process(mute, {}, milliseconds(300)),
+                    Catch::Contains("did not report its port within 300 ms"));
+  std::filesystem::remove(junk);
+  std::filesystem::remove(mute);
   int status = 0;
   CHECK(::waitpid(-1, &status, WNOHANG) == -1);  // no child left, not even a zombie
   CHECK(open_fd_count() == fds);
