@@ -56,7 +56,9 @@ http::response<http::string_body> make_response(http::status status, unsigned ve
 /// Waits `wait` on a timer unless the client hangs up first. Returns false when it did: the
 /// timer is then cancelled (the `||` cancels the loser) and the session ends without answering.
 /// A client that sends its next request early (pipelining) makes the socket readable too; then
-/// the bytes are left for the next read and only the timer is awaited.
+/// the bytes are left for the next read and only the timer is awaited. (A client that only
+/// half-closes, shutting its sending side after the request, reads the same as one that left: TCP
+/// cannot tell them apart without writing. HTTP clients do not half-close; `nc -N` does.)
 asio::awaitable<bool> wait_or_hang_up(tcp::socket& socket, std::chrono::microseconds wait) {
   asio::steady_timer timer(socket.get_executor());
   timer.expires_after(wait);

@@ -314,6 +314,23 @@ TEST_CASE("io service: a client hanging up mid-request or mid-wait ends only its
   CHECK(open_fd_count() == fds);
 }
 
+TEST_CASE("io service: an idle connection is closed after --idle-timeout-s") {
+  const int fds = open_fd_count();
+  {
+    service_process svc(k_service, {"--idle-timeout-s", "1"});
+    const int fd = connect_tcp(svc.host(), svc.port(), milliseconds(20'000));
+    const auto start = steady_clock::now();
+    char byte = 0;
+    const ssize_t got = ::recv(fd, &byte, 1, 0);  // nothing sent: the server gives up on us
+    const double waited = std::chrono::duration<double>(steady_clock::now() - start).count();
+    ::close(fd);
+    CHECK(got == 0);      // closed by the server (EOF), not our 20 s receive timeout
+    CHECK(waited > 0.5);  // and not at once: after its idle timeout
+    CHECK(http_get_task(svc.host(), svc.port(), 1, 0, 2) == io_body(2));
+  }
+  CHECK(open_fd_count() == fds);
+}
+
 TEST_CASE("io service: a slow client does not delay a fast one") {
   const int fds = open_fd_count();
   {
