@@ -706,11 +706,18 @@ TEST_CASE("a sleep destroyed mid-sleep leaves the shared sleep heap and the othe
   coro_scheduler sched(loop);
   std::vector<int> woke;
   counted::live = 0;
-  // Sleepers 10 ms apart; the destroyer sleeps until 35 ms after t0, taken before any sleeper
-  // starts, so the order holds however late a sanitized run starts each coroutine (ASan once put a
-  // destroyer's 14 ms sleep, counted from its own start, after a sleeper's 16 ms).
+  // Every deadline counts from one t0, taken before any coroutine starts, so the order holds
+  // however late a sanitized run starts each one (with sleep_for, counted from each start, ASan
+  // and TSan each once woke the destroyer out of its place).
   const auto t0 = event_loop::clock::now();
-  for (int i = 0; i < 6; ++i) sched.spawn_detached(sleeper((6 - i) * 10ms, woke, i));
+  auto sleeper_until = [](event_loop::clock::time_point at, std::vector<int>& out,
+                          int id) -> task<void> {
+    co_await sleep_until(at);
+    out.push_back(id);
+  };
+  for (int i = 0; i < 6; ++i) {
+    sched.spawn_detached(sleeper_until(t0 + (6 - i) * 10ms, woke, i));
+  }
   auto destroyer = [](std::vector<int>& out, coro_scheduler& s,
                       event_loop::clock::time_point wake_at) -> task<void> {
     const std::size_t before = s.sleeping();

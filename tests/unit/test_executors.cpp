@@ -308,7 +308,13 @@ TEST_CASE("probe: a pool's hand-off cost is measured once and feeds its predicti
   REQUIRE(pool != nullptr);
   REQUIRE(pool->plan.per_task == unit_cost::probed);
   const std::int64_t once = probe_per_task_ns(*pool);
-  CHECK(once > 0);                          // a hand-off is never free: a queue operation at least
+  // A hand-off is never free (a queue operation at least), but the probe is a difference of two
+  // timed runs, clamped at 0: under TSan on a loaded machine it once read 0.
+  if (testing::k_sanitized) {
+    CHECK(once >= 0);
+  } else {
+    CHECK(once > 0);
+  }
   CHECK(probe_per_task_ns(*pool) == once);  // remembered, not measured again
   const calibration& m = machine();
   const std::vector<task> ts = tasks_of(8, workload::cpu, distribution::fixed, 100);
