@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "models/probe.hpp"
+#include "workloads/io_exchange.hpp"
 
 namespace clab {
 
@@ -36,7 +37,18 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
   p.config = configure(exec.plan, workers, tasks.size(), machine, probe.per_task_ns,
                        probe.caller_cpu_ns, probe.worker_cpu_ns);
   // An event loop's timers are its own, not a blocking sleep: their lateness is probed on it.
-  if (exec.plan.probe_wait_overshoot) p.config.wait_overshoot = probe_wait_overshoot(exec);
+  const auto io = std::find_if(tasks.begin(), tasks.end(), [](const task& t) { return t.is_io(); });
+  if (exec.plan.probe_wait_overshoot && io == tasks.end()) {
+    p.config.wait_overshoot = probe_wait_overshoot(exec);
+  }
+  // An io task's wait is a request: the service holds the reply for the wait, and the request
+  // takes a round trip around it (connect, send, the service's timer, the reply), probed from
+  // this thread on the run's own service. It replaces the timer's lateness for every executor.
+  if (io != tasks.end()) {
+    const io_costs costs = probe_io_costs(io->io);
+    p.config.wait_overshoot = costs.extra;
+    p.config.io_zero_wait_ns = p.io_round_trip_ns = costs.zero_wait_ns;
+  }
   // What the executor does after its last task (joins, reaps) is measured on the executor too. On
   // the development machine: 60–100 µs to join 2–16 threads, 0.3–0.6 ms to close and reap 2–8
   // pool processes, more the more memory this process held when it forked them.

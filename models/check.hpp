@@ -39,6 +39,8 @@ struct prediction {
   /// A dispatching launcher's hand-off per task with everything on one core (see
   /// probe_executor_on_one_core()); 0 where there is no such launcher.
   std::int64_t near_handoff_ns = 0;
+  /// io tasks: a request with no wait, probed (probe_io_costs()); 0 without io tasks.
+  std::int64_t io_round_trip_ns = 0;
   /// Graham's bounds hold where every worker is an identical machine: pure CPU work on
   /// min(P, cores) workers, or pure waits on P (a sleeping worker needs no core). For mixed work
   /// there is no such P, and only lower_bound_ns applies.

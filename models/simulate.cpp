@@ -148,6 +148,8 @@ class simulator {
 
   double wait_of(std::size_t i) const {
     const auto w = static_cast<double>(tasks_[i].wait_ns);
+    // An io task's request takes its round trip even with no wait asked of the service.
+    if (tasks_[i].is_io() && tasks_[i].wait_ns <= 0) return static_cast<double>(c_.io_zero_wait_ns);
     return w > 0 ? w + static_cast<double>(c_.wait_overshoot.at(tasks_[i].wait_ns)) : 0.0;
   }
 

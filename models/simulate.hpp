@@ -31,9 +31,12 @@ struct sim_config {
   /// CPU time the launcher spends starting each worker, one after another; the launcher competes
   /// for the cores with the workers it has started.
   std::int64_t worker_start_ns = 0;
-  std::int64_t per_task_ns = 0;    ///< CPU time a worker spends on each task besides its work
-  overshoot_curve wait_overshoot;  ///< added to every non-zero wait (timer slack, wake-up)
-  std::int64_t time_slice_ns = 0;  ///< round-robin slice; 0 for processor sharing
+  std::int64_t per_task_ns = 0;  ///< CPU time a worker spends on each task besides its work
+  /// Added to every non-zero wait (timer slack, wake-up), and to every io task's request (its
+  /// round trip: see probe_io_costs()).
+  overshoot_curve wait_overshoot;
+  std::int64_t io_zero_wait_ns = 0;  ///< an io task's request with no wait: its bare round trip
+  std::int64_t time_slice_ns = 0;    ///< round-robin slice; 0 for processor sharing
   /// With a slice: 0 for one run queue that every core serves (the cores perfectly balanced); more
   /// for a queue per core, as Linux keeps them. A worker just started goes to the core with the
   /// fewest phases computing (a tie away from its launcher's core; on that core it runs ahead of

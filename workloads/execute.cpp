@@ -9,6 +9,7 @@
 #include <thread>
 #include <utility>
 
+#include "workloads/io_exchange.hpp"
 #include "workloads/kernel.hpp"
 
 namespace clab {
@@ -44,8 +45,10 @@ std::uint64_t compute(const task& t) {
   return spin(t.seed, t.cpu_iterations);
 }
 
-void blocking_wait(const task& t) {
+std::uint64_t blocking_wait(const task& t) {
+  if (t.is_io()) return blocking_request(t);
   if (t.wait_ns > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(t.wait_ns));
+  return 0;
 }
 
 task_record run_blocking(const task& t, run_clock::time_point origin, int worker) {
@@ -53,8 +56,8 @@ task_record run_blocking(const task& t, run_clock::time_point origin, int worker
   r.id = t.id;
   r.worker = worker;
   r.start_ns = ns_since(origin);
-  blocking_wait(t);
-  r.checksum = compute(t);
+  const std::uint64_t body = blocking_wait(t);
+  r.checksum = io_checksum(t, compute(t), body);
   r.end_ns = ns_since(origin);
   return r;
 }

@@ -29,8 +29,10 @@ class task_error : public std::runtime_error {
 /// runs the kernel. Returns the task's checksum.
 [[nodiscard]] std::uint64_t compute(const task& t);
 
-/// The wait part for blocking executors: the calling thread sleeps for t.wait_ns.
-void blocking_wait(const task& t);
+/// The wait part for blocking executors: the calling thread sleeps for t.wait_ns, or, for an io
+/// task, makes its request on a blocking socket. Returns the reply body's checksum (0 for a
+/// timer's wait), for io_checksum(). Throws io_error when the request fails.
+[[nodiscard]] std::uint64_t blocking_wait(const task& t);
 
 /// A whole task on the calling thread: wait, compute, and the record stamped against `origin`.
 [[nodiscard]] task_record run_blocking(const task& t, run_clock::time_point origin, int worker);

@@ -9,6 +9,8 @@
 // (a descriptor shortage pauses accepting instead of ending the server).
 #include "workloads/io_service.hpp"
 
+#include <pthread.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -20,6 +22,7 @@
 #include <charconv>
 #include <csignal>
 #include <cstdio>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -218,10 +221,23 @@ std::variant<task_query, target_error> parse_task_target(std::string_view target
 
 void run_io_service(const io_service_options& options,
                     const std::function<void(std::uint16_t port)>& on_listening) {
+  // SIGINT and SIGTERM are blocked here, before any thread exists (the io threads inherit the
+  // mask), and read from a signalfd on the io_context: the signal stays pending in the kernel
+  // until the loop reads it, so one sent at any moment, even the instant the port is reported, is
+  // never lost. (An asynchronous handler writing to a self-pipe works too, but ThreadSanitizer
+  // defers such handlers and could lose one sent just as the thread entered epoll_wait.)
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (const int err = ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); err != 0) {
+    throw std::system_error(err, std::generic_category(), "pthread_sigmask");
+  }
+  const int sfd = ::signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sfd < 0) throw std::system_error(errno, std::generic_category(), "signalfd");
+
   asio::io_context io(options.threads);
-  // Installed before the port is reported: a parent that stops us as soon as it knows the port
-  // gets the clean exit, never the default action of a signal that arrived too early.
-  asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::posix::stream_descriptor signals(io, sfd);  // owns sfd from here on
   // The acceptor has a strand of its own: with --threads N the signal handler's close must not
   // run on one thread while the accept loop touches the acceptor on another.
   const auto acceptor_strand = asio::make_strand(io);
@@ -232,14 +248,16 @@ void run_io_service(const io_service_options& options,
   acceptor.bind(endpoint);
   acceptor.listen(asio::socket_base::max_listen_connections);
 
-  signals.async_wait([&](const boost::system::error_code& ec, int) {
-    if (ec) return;
-    asio::post(acceptor_strand, [&] {
-      boost::system::error_code ignored;
-      acceptor.close(ignored);  // no new connection from here on
-      io.stop();                // and the open ones are dropped: the parent asked us to go
-    });
-  });
+  signalfd_siginfo info{};
+  signals.async_read_some(asio::buffer(&info, sizeof info),
+                          [&](const boost::system::error_code& ec, std::size_t) {
+                            if (ec) return;
+                            asio::post(acceptor_strand, [&] {
+                              boost::system::error_code ignored;
+                              acceptor.close(ignored);  // no new connection from here on
+                              io.stop();  // and the open ones are dropped: the parent asked us
+                            });
+                          });
   asio::co_spawn(acceptor_strand, accept_loop(io, acceptor, options.idle_timeout), asio::detached);
   on_listening(acceptor.local_endpoint().port());
 

@@ -45,7 +45,10 @@ struct target_error {
 
 /// Listens on options.host:options.port, calls `on_listening(port)` once the acceptor listens, and
 /// serves until SIGTERM or SIGINT; then closes the acceptor, drops the open connections and
-/// returns. Throws std::system_error if it cannot bind or listen.
+/// returns. Throws std::system_error if it cannot bind or listen. It blocks SIGINT and SIGTERM in
+/// the calling thread and reads them from a signalfd, so call it from a program's main thread
+/// before any other thread starts (io_service_main.cpp does): a thread that does not block them
+/// would take the signal's default action instead.
 void run_io_service(const io_service_options& options,
                     const std::function<void(std::uint16_t port)>& on_listening);
 

@@ -27,6 +27,10 @@ std::pair<std::size_t, std::size_t> block_range(std::size_t n, int parts, int k)
   return {begin, begin + base + (i < extra ? 1 : 0)};
 }
 
+bool runs_io(const executor& exec) {
+  return exec.plan.waits == wait_mode::blocking || exec.supports_io;
+}
+
 std::string predecessor_failed(std::uint32_t p) {
   return "predecessor " + std::to_string(p) + " failed";
 }
@@ -35,6 +39,11 @@ run_result measure(const executor& exec, std::span<const task> tasks, run_option
   if (options.deps != nullptr && !exec.supports_deps) {
     throw std::invalid_argument("executor '" + std::string(exec.name) +
                                 "' does not run dependent tasks");
+  }
+  if (!runs_io(exec) &&
+      std::any_of(tasks.begin(), tasks.end(), [](const task& t) { return t.is_io(); })) {
+    throw std::invalid_argument("executor '" + std::string(exec.name) +
+                                "' does not wait on sockets (the io workload)");
   }
   options.origin = run_clock::now();
   run_result r = exec.run(tasks, options);

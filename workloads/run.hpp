@@ -160,8 +160,15 @@ struct executor {
   /// Honours run_options::deps: runs a task only after its predecessors (serial by its id order,
   /// lesson 07's coroutines by awaiting an event per predecessor).
   bool supports_deps = false;
+  /// Waits on the socket of an io task (workload::io): every blocking executor does, by waiting
+  /// in blocking_wait(); a non-blocking one only once its wait can watch a descriptor.
+  bool supports_io = false;
   run_function run = nullptr;
 };
+
+/// True if `exec` can run io tasks: it waits in blocking_wait() (every blocking executor), or its
+/// own waits watch the socket (supports_io).
+[[nodiscard]] bool runs_io(const executor& exec);
 
 /// Workers an executor with this schedule starts for P requested and n tasks: 1, min(P, n) or n.
 [[nodiscard]] int workers_used(const schedule& plan, int requested, std::size_t n);

@@ -76,8 +76,8 @@ constexpr std::array<std::string_view, 5> k_fault_names{"none", "throw", "abort"
 }  // namespace
 
 std::vector<task> make_task_set(const task_set_spec& spec, double ns_per_iteration) {
-  if (spec.kind == workload::io) {
-    throw std::invalid_argument("the io workload arrives with lesson 08 (async I/O)");
+  if (spec.kind == workload::io && (!spec.service || spec.service->port == 0)) {
+    throw std::invalid_argument("the io workload needs a service endpoint (a port)");
   }
   if (!(spec.task_us >= 0.0) || !(ns_per_iteration > 0.0)) {
     throw std::invalid_argument("task duration must be >= 0 and ns per iteration > 0");
@@ -101,7 +101,10 @@ std::vector<task> make_task_set(const task_set_spec& spec, double ns_per_iterati
         t.cpu_ns = total - t.wait_ns;
         break;
       case workload::io:
-        break;  // rejected above
+        // The service's wait is given in whole microseconds, so the task's is too.
+        t.wait_ns = (total + 500) / 1000 * 1000;
+        t.io = *spec.service;
+        break;
     }
     t.cpu_iterations =
         static_cast<std::uint64_t>(std::llround(static_cast<double>(t.cpu_ns) / ns_per_iteration));

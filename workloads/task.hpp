@@ -13,6 +13,14 @@
 
 namespace clab {
 
+/// Where an io task sends its request: lesson 08's service, as an IPv4 address and a port (both in
+/// host byte order), plain values that travel with the task into a child process.
+struct io_endpoint {
+  std::uint32_t ipv4 = 0x7F000001;  ///< 127.0.0.1
+  std::uint16_t port = 0;
+  friend bool operator==(const io_endpoint&, const io_endpoint&) = default;
+};
+
 /// A fault to inject into one task, triggered when the task starts computing.
 enum class fault : std::uint8_t { none, throw_exception, abort, segv, hang };
 
@@ -23,13 +31,20 @@ struct task {
   std::int64_t wait_ns = 0;          ///< the wait part: time spent not computing
   std::uint64_t seed = 0;            ///< the kernel's input, so every task's checksum differs
   fault inject = fault::none;
+  /// An io task (port != 0) waits by asking the service at this endpoint for
+  /// GET /task?id=..&wait_us=wait_ns/1000&seed=..: the service holds the reply for the wait, and
+  /// the reply's body folds into the checksum (io_exchange.hpp). Port 0: the wait is a timer.
+  io_endpoint io{0, 0};
 
   /// The task's nominal duration t_i = c_i + w_i.
   [[nodiscard]] std::int64_t duration_ns() const { return cpu_ns + wait_ns; }
+  /// True if the wait is a request to the service.
+  [[nodiscard]] bool is_io() const { return io.port != 0; }
 };
 
 /// What kind of time a task spends: all CPU, all wait, or half of each (wait first, then CPU).
-/// `io` (real reads through an event loop) arrives with lesson 08.
+/// `io` is all wait too, but the wait is one HTTP request to lesson 08's loopback service, which
+/// answers after the wait (whole microseconds): the task waits on a socket, not on a timer.
 enum class workload : std::uint8_t { cpu, wait, io, mixed };
 
 /// How task durations spread around the mean --task-us:
@@ -46,12 +61,14 @@ struct task_set_spec {
   distribution dist = distribution::fixed;
   double task_us = 10'000.0;  ///< mean task duration in microseconds
   std::uint64_t seed = 1;
+  /// The service the io workload's tasks ask (required for workload::io, ignored otherwise).
+  std::optional<io_endpoint> service;
 };
 
 /// Generates the task set: the same spec and seed give the same durations on every machine and
 /// compiler (the generator uses its own random numbers, not <random>'s distributions).
 /// `ns_per_iteration` converts CPU time into kernel iterations (see calibrate_kernel()).
-/// Throws std::invalid_argument for the io workload or a negative mean.
+/// Throws std::invalid_argument for a negative mean, or the io workload without a service.
 [[nodiscard]] std::vector<task> make_task_set(const task_set_spec& spec, double ns_per_iteration);
 
 [[nodiscard]] std::string_view to_string(workload w);

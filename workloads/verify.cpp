@@ -3,6 +3,8 @@
 #include <sstream>
 
 #include "workloads/deps.hpp"
+#include "workloads/io_body.hpp"
+#include "workloads/io_exchange.hpp"
 #include "workloads/kernel.hpp"
 
 namespace clab {
@@ -48,7 +50,12 @@ void check_order(std::span<const task> tasks, const run_result& result, const ta
 std::vector<std::uint64_t> reference_checksums(std::span<const task> tasks) {
   std::vector<std::uint64_t> sums;
   sums.reserve(tasks.size());
-  for (const task& t : tasks) sums.push_back(spin(t.seed, t.cpu_iterations));
+  for (const task& t : tasks) {
+    // An io task's reply is io_body(seed) from a correct service: folded in, it is what the
+    // socket must have delivered.
+    sums.push_back(io_checksum(t, spin(t.seed, t.cpu_iterations),
+                               t.is_io() ? io_body_checksum(io_body(t.seed)) : 0));
+  }
   return sums;
 }
 

@@ -14,6 +14,7 @@
 #include "lessons/05_event_loop/event_loop.hpp"
 #include "lessons/05_event_loop/executors.hpp"
 #include "workloads/execute.hpp"
+#include "workloads/io_exchange.hpp"
 
 namespace clab {
 namespace {
@@ -87,11 +88,12 @@ class task_loop {
     const task& t = run_.tasks[e.id];
     task_record r{.id = e.id, .start_ns = e.start_ns, .worker = worker_};
     try {
+      std::uint64_t body = 0;
       if (blocking_) {
         r.start_ns = ns_since(run_.options.origin);
-        blocking_wait(t);  // the flaw: the whole loop sleeps with this task
+        body = blocking_wait(t);  // the flaw: the whole loop sleeps with this task
       }
-      r.checksum = compute(t);
+      r.checksum = io_checksum(t, compute(t), body);
       r.end_ns = ns_since(run_.options.origin);
       run_.slots.complete(r);
     } catch (...) {  // a throw fails this task only, unless the run stops at the first error

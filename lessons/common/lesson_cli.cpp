@@ -23,6 +23,8 @@
 #include "models/check.hpp"
 #include "workloads/calibration.hpp"
 #include "workloads/deps.hpp"
+#include "workloads/io_exchange.hpp"
+#include "workloads/service_process.hpp"
 #include "workloads/verify.hpp"
 
 namespace clab {
@@ -59,6 +61,7 @@ struct flags {
   std::string errors = "all";
   std::optional<int> slow_callback_ms;
   std::string deps = "none";
+  std::string service;  // --service HOST:PORT; empty: start one for the run
 };
 
 struct plan {
@@ -67,6 +70,7 @@ struct plan {
   int workers = 1;
   fault inject = fault::none;
   deps_shape deps = deps_shape::none;
+  std::optional<io_endpoint> service;  // --service, resolved; unset: start one for an io run
 };
 
 // The executors whose run honours run_options::deps (executor::supports_deps), for the refusal's
@@ -93,10 +97,30 @@ plan check(const flags& f, const lesson_info& lesson) {
   }
   p.spec.tasks = f.tasks;
   p.spec.kind = parse_workload(f.workload).value();
-  if (p.spec.kind == workload::io) {
-    throw usage_error(
-        "--workload: io arrives with lesson 08 (async I/O); allowed here: cpu, wait, "
-        "mixed");
+  if (p.spec.kind == workload::io && !runs_io(*p.exec)) {
+    std::vector<const executor*> able;
+    for (const executor* e : lesson.executors) {
+      if (runs_io(*e)) able.push_back(e);
+    }
+    throw usage_error("--workload io: executor '" + std::string(p.exec->name) +
+                      "' does not wait on sockets" +
+                      (able.empty() ? std::string("; no executor of this lesson does")
+                                    : "; allowed: " + names_of(able)));
+  }
+  if (!f.service.empty()) {
+    if (p.spec.kind != workload::io) {
+      throw usage_error("--service: only with --workload io (the service answers io tasks)");
+    }
+    const auto parsed = parse_service_address(f.service);
+    if (const auto* why = std::get_if<std::string>(&parsed)) {
+      throw usage_error("--service: " + *why);
+    }
+    const auto& address = std::get<service_address>(parsed);
+    try {
+      p.service = resolve_endpoint(address.host, address.port);
+    } catch (const std::runtime_error& e) {
+      throw usage_error(std::string("--service: ") + e.what());
+    }
   }
   p.spec.dist = parse_distribution(f.dist).value();
   if (!std::isfinite(f.task_us)) {
@@ -198,6 +222,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["task_us"] = p.spec.task_us;
   j["seed"] = p.spec.seed;
   j["deps"] = to_string(p.deps);
+  if (pred.io_round_trip_ns > 0) j["io_round_trip_ns"] = pred.io_round_trip_ns;
   j["sum_task_ns"] = tot.sum_ns;
   j["sum_cpu_ns"] = tot.sum_cpu_ns;
   j["max_task_ns"] = tot.max_ns;
@@ -318,6 +343,16 @@ void print_header(const lesson_info& lesson, const plan& p, std::span<const task
       format_ns(machine.balance_delay_ns).c_str());
 }
 
+void print_service(const task_set_spec& spec, const std::optional<service_process>& started) {
+  if (!spec.service) return;
+  if (started) {
+    std::printf("service    %s: io_service, pid %d, started for this run (stopped at its end)\n",
+                to_string(*spec.service).c_str(), static_cast<int>(started->pid()));
+  } else {
+    std::printf("service    %s (--service: already running)\n", to_string(*spec.service).c_str());
+  }
+}
+
 void print_model(const prediction& pred, std::span<const task> tasks, const calibration& machine) {
   const sim_config& c = pred.config;
   if (c.workers == 1) {
@@ -358,9 +393,16 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
       over += c.wait_overshoot.at(t.wait_ns);
       waits += t.wait_ns > 0 ? 1 : 0;
     }
-    std::printf(c.waits == wait_mode::nonblocking ? ", +%s timer lateness per wait (probed)"
-                                                  : ", +%s overshoot per wait",
-                format_ns(over / static_cast<std::int64_t>(waits)).c_str());
+    if (pred.io_round_trip_ns > 0) {
+      std::printf(
+          ", +%s per request past its wait (probed; %s with no wait)",
+          format_ns(over / static_cast<std::int64_t>(std::max<std::size_t>(1, waits))).c_str(),
+          format_ns(pred.io_round_trip_ns).c_str());
+    } else {
+      std::printf(c.waits == wait_mode::nonblocking ? ", +%s timer lateness per wait (probed)"
+                                                    : ", +%s overshoot per wait",
+                  format_ns(over / static_cast<std::int64_t>(waits)).c_str());
+    }
   }
   std::printf("\n");
   if (pred.brent_applies) {
@@ -460,7 +502,20 @@ void print_run(const plan& p, std::span<const task> tasks, const prediction& pre
 int run_lesson(const lesson_info& lesson, const std::string& program, const flags& f,
                const plan& p) {
   const calibration machine = calibrate();
-  std::vector<task> tasks = make_task_set(p.spec, machine.ns_per_iteration);
+  // The io workload's far end: the one given, or a child started for this run, stopped and
+  // reaped when the run ends (the destructor), fails or is interrupted (the child's
+  // PR_SET_PDEATHSIG).
+  std::optional<service_process> service;
+  task_set_spec spec = p.spec;
+  if (spec.kind == workload::io) {
+    if (p.service) {
+      spec.service = p.service;
+    } else {
+      service.emplace(find_io_service());
+      spec.service = resolve_endpoint(service->host(), service->port());
+    }
+  }
+  std::vector<task> tasks = make_task_set(spec, machine.ns_per_iteration);
   if (f.fail_task) tasks[*f.fail_task].inject = p.inject;
   const task_graph graph = make_task_graph(p.deps, tasks.size(), p.spec.seed);
   const task_graph* deps = p.deps != deps_shape::none ? &graph : nullptr;
@@ -471,6 +526,7 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
       std::cout << json_line(lesson, p, tasks, machine, pred, nullptr).dump() << '\n';
     } else {
       print_header(lesson, p, tasks, machine, graph);
+      print_service(spec, service);
       print_model(pred, tasks, machine);
       std::printf("\nprediction %s   (run without --predict to measure it)\n",
                   format_ns(pred.simulated.makespan_ns).c_str());
@@ -485,6 +541,7 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
   }
   if (!f.json) {
     print_header(lesson, p, tasks, machine, graph);
+    print_service(spec, service);
     print_model(pred, tasks, machine);
     std::fflush(stdout);  // a fault that kills the process should not swallow the header
   }
@@ -539,7 +596,8 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
       ->check(CLI::Range(1, k_max_workers));
   app.add_option("--workload", f.workload,
                  "what a task does: cpu (compute), wait (sleep), mixed (half each: wait, then "
-                 "compute); io arrives with lesson 08")
+                 "compute), io (one HTTP request to a loopback service that answers after the "
+                 "wait)")
       ->check(CLI::IsMember({"cpu", "wait", "io", "mixed"}))
       ->capture_default_str();
   app.add_option("--task-us", f.task_us, "T: mean task duration in microseconds")
@@ -589,6 +647,9 @@ int lesson_main(const lesson_info& lesson, int argc, char** argv) {
                  "ended (serial, coroutines, coro-priority)")
       ->check(CLI::IsMember({"none", "chain", "tree", "dag"}))
       ->capture_default_str();
+  app.add_option("--service", f.service,
+                 "HOST:PORT: with --workload io, send the requests to this io_service (one "
+                 "already running) instead of starting one for the run");
   app.add_option("--task-timeout-ms", f.task_timeout_ms,
                  "M: stop a task after M ms, where the executor can")
       ->check(CLI::Range(1, 3'600'000));

@@ -58,8 +58,18 @@ TEST_CASE("workloads split time into wait and CPU", "[workloads][task]") {
     CHECK(t.wait_ns + t.cpu_ns == t.duration_ns());
     CHECK(std::abs(t.wait_ns - t.cpu_ns) <= 1);
   }
+  // io: all wait, in whole microseconds (the service's unit), each task carrying the service.
   CHECK_THROWS_AS(make_task_set(spec_of(5, workload::io, distribution::fixed), 1.0),
                   std::invalid_argument);
+  task_set_spec io = spec_of(50, workload::io, distribution::exp, 100);
+  io.service = io_endpoint{0x7F000001, 4321};
+  for (const task& t : make_task_set(io, 1.0)) {
+    CHECK(t.is_io());
+    CHECK(t.io == *io.service);
+    CHECK(t.cpu_ns == 0);
+    CHECK(t.wait_ns % 1000 == 0);
+  }
+  for (const task& t : wait) CHECK_FALSE(t.is_io());
 }
 
 TEST_CASE("the same seed gives the same task set, another seed another", "[workloads][task]") {
