@@ -45,7 +45,8 @@ enum class error_policy : std::uint8_t { collect_all, stop_at_first };
 struct run_options {
   int workers = 1;                 ///< P, as asked; see workers_used() for what an executor starts
   run_clock::time_point origin{};  ///< time zero of the run's records; measure() sets it
-  std::optional<std::chrono::milliseconds> task_timeout;  ///< only where can_enforce_timeout
+  /// Only where can_enforce_timeout, or for io tasks where timeout_cancels_waits.
+  std::optional<std::chrono::milliseconds> task_timeout;
   /// Cancellation: once stop is requested, no task starts any more; each task not yet started is
   /// reported failed as cancelled. Tasks already running finish (a thread cannot be interrupted).
   std::stop_token stop;
@@ -163,6 +164,11 @@ struct executor {
   /// Waits on the socket of an io task (workload::io): every blocking executor does, by waiting
   /// in blocking_wait(); a non-blocking one only once its wait can watch a descriptor.
   bool supports_io = false;
+  /// --task-timeout-ms bounds an io task's wait: a request still unanswered at the timeout is
+  /// closed and the task fails with a cause that starts "timeout". (Its CPU part, once begun,
+  /// still runs to its end: only a process can be killed mid-computation.) Where a wait can be
+  /// cancelled: event loops, fibers, coroutines, Asio.
+  bool timeout_cancels_waits = false;
   run_function run = nullptr;
 };
 

@@ -174,10 +174,13 @@ plan check(const flags& f, const lesson_info& lesson) {
     throw usage_error("--deps: executor '" + std::string(p.exec->name) +
                       "' does not run dependent tasks (supported: " + k_deps_executors + ")");
   }
-  if (f.task_timeout_ms && !p.exec->can_enforce_timeout) {
+  const bool bounds_waits = p.exec->timeout_cancels_waits && p.spec.kind == workload::io;
+  if (f.task_timeout_ms && !p.exec->can_enforce_timeout && !bounds_waits) {
     if (!p.exec->no_timeout_because.empty()) {
-      throw usage_error("--task-timeout-ms: executor '" + std::string(p.exec->name) +
-                        "' cannot stop a running task: " + std::string(p.exec->no_timeout_because));
+      throw usage_error(
+          "--task-timeout-ms: executor '" + std::string(p.exec->name) +
+          "' cannot stop a running task: " + std::string(p.exec->no_timeout_because) +
+          (p.exec->timeout_cancels_waits ? " (with --workload io it bounds each request)" : ""));
     }
     throw usage_error("--task-timeout-ms: executor '" + std::string(p.exec->name) +
                       "' cannot stop a running task (a thread cannot be killed); processes can, "
