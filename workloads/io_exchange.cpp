@@ -256,6 +256,11 @@ bool io_exchange::receive_some() {
   }
 }
 
+std::string io_timeout_cause(std::uint32_t id, std::chrono::milliseconds limit) {
+  return "timeout: task " + std::to_string(id) + " had no reply from the service within " +
+         std::to_string(limit.count()) + " ms (--task-timeout-ms)";
+}
+
 std::uint64_t blocking_request(const task& t) {
   io_exchange ex(t, /*blocking=*/true);
   for (auto w = ex.start(); w != io_exchange::want::done; w = ex.step()) {

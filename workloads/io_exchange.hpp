@@ -93,6 +93,10 @@ class io_exchange {
   std::array<char, 512> reply_{};  // the whole reply: ~130 B of head and a 64 B body
 };
 
+/// The failure cause of an io task whose request was still unanswered after --task-timeout-ms
+/// (every executor that can cancel a wait reports it in these words).
+[[nodiscard]] std::string io_timeout_cause(std::uint32_t id, std::chrono::milliseconds limit);
+
 /// A whole request on a blocking socket (what blocking executors do for an io task's wait);
 /// returns the body's checksum. Throws io_error.
 [[nodiscard]] std::uint64_t blocking_request(const task& t);
