@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -330,6 +331,25 @@ void burst_of_requests(const task& proto, int k) {
 }
 
 }  // namespace
+
+std::string ensure_descriptors(std::size_t connections) {
+  const std::size_t needed = connections + k_fd_reserve;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0)
+    return std::string("getrlimit: ") + std::strerror(errno);
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur >= needed) return "";
+  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < needed) {
+    return std::to_string(connections) + " connections at once need " + std::to_string(needed) +
+           " descriptors, and the hard limit is " + std::to_string(lim.rlim_max) +
+           " (ulimit -Hn; raise it as root, or ask for fewer)";
+  }
+  lim.rlim_cur = needed;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    return "cannot raise the descriptor limit to " + std::to_string(needed) + ": " +
+           std::strerror(errno);
+  }
+  return "";
+}
 
 void note_local_service(std::uint16_t port, int pid) {
   const std::lock_guard lock(local_services_mutex);

@@ -115,6 +115,16 @@ struct io_costs {
 };
 [[nodiscard]] io_costs probe_io_costs(const io_endpoint& service);
 
+/// Descriptors kept free beside an io run's sockets (the service's pipe, the loop's epoll,
+/// stdio, a pool's pipes...).
+inline constexpr std::size_t k_fd_reserve = 256;
+
+/// Makes room for `connections` sockets open at once plus k_fd_reserve: raises this process's
+/// soft RLIMIT_NOFILE towards the hard limit as far as needed (a child started afterwards, such as
+/// the service, inherits it). Returns "" when there is room, else one line naming the number
+/// needed and the hard limit.
+[[nodiscard]] std::string ensure_descriptors(std::size_t connections);
+
 /// Tells the probe that the service on 127.0.0.1:port is this process's child `pid`, whose CPU
 /// time it may read (service_process does it while the child runs); pid 0 forgets the port.
 void note_local_service(std::uint16_t port, int pid);

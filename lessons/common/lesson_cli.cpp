@@ -135,6 +135,18 @@ plan check(const flags& f, const lesson_info& lesson) {
     throw usage_error("--seed: '" + f.seed + "' is not a whole number in 0-18446744073709551615");
   }
   p.workers = f.workers > 0 ? f.workers : available_cores();
+  // The requests an io run holds open at once: one per worker where a worker sits in its wait,
+  // every one where waits overlap (a loop's, or a thread per task). Room for a socket each here,
+  // and in the service started afterwards, which inherits the limit.
+  if (p.spec.kind == workload::io) {
+    const bool all_at_once = p.exec->plan.waits == wait_mode::nonblocking ||
+                             p.exec->plan.workers == worker_rule::one_per_task;
+    const std::size_t open =
+        all_at_once ? f.tasks : std::min<std::size_t>(f.tasks, static_cast<std::size_t>(p.workers));
+    if (const std::string why = ensure_descriptors(open); !why.empty()) {
+      throw usage_error("--tasks: " + why);
+    }
+  }
 
   const double work_s = static_cast<double>(f.tasks) * f.task_us / 1e6;
   if (work_s > k_max_work_s) {

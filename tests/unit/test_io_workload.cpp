@@ -5,6 +5,8 @@
 // changed in transit fails verification; a service killed mid-run fails the requests in flight
 // with one line each, and the run still returns. Each test starts its own io_service child and
 // reaps it; none leaves a descriptor behind.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -121,4 +123,31 @@ TEST_CASE("the service killed mid-run: each request in flight fails with one lin
     CHECK(took < std::chrono::milliseconds(2500));
   }
   CHECK(clab::test::open_fd_count() == fds_before);
+}
+
+TEST_CASE("room for the connections: the soft descriptor limit is raised, never past the hard one",
+          "[io]") {
+  rlimit before{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &before) == 0);
+  // Within the soft limit already: nothing changes.
+  if (before.rlim_cur != RLIM_INFINITY && before.rlim_cur > k_fd_reserve) {
+    CHECK(ensure_descriptors(before.rlim_cur - k_fd_reserve).empty());
+    rlimit same{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &same) == 0);
+    CHECK(same.rlim_cur == before.rlim_cur);
+  }
+  if (before.rlim_max == RLIM_INFINITY) return;  // no hard limit to run into here
+  // One past the hard limit: refused, with both numbers, and the limit is left alone.
+  const std::size_t too_many = before.rlim_max - k_fd_reserve + 1;
+  const std::string why = ensure_descriptors(too_many);
+  CHECK(why.find(std::to_string(before.rlim_max + 1)) != std::string::npos);
+  CHECK(why.find("hard limit is " + std::to_string(before.rlim_max)) != std::string::npos);
+  rlimit after{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &after) == 0);
+  CHECK(after.rlim_cur == before.rlim_cur);
+  // Exactly the hard limit: allowed, raised to it (and put back for the other tests).
+  CHECK(ensure_descriptors(too_many - 1).empty());
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &after) == 0);
+  CHECK(after.rlim_cur == before.rlim_max);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &before) == 0);
 }
