@@ -3,6 +3,8 @@
 // throws usage_error, which main turns into one line and exit status 2.
 #include "lessons/common/lesson_cli.hpp"
 
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
@@ -315,6 +317,12 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["makespans_ns"] = run->makespans;
   j["cv"] = run->cv;
   j["task_stretch"] = run->task_stretch;
+  // This program's peak resident memory so far, in KiB (getrusage's ru_maxrss: the service and
+  // any worker processes are processes of their own and not counted). scripts/connections takes
+  // its growth between task counts as the memory per open connection.
+  rusage self{};
+  ::getrusage(RUSAGE_SELF, &self);
+  j["max_rss_kib"] = self.ru_maxrss;
   return j;
 }
 
