@@ -149,7 +149,12 @@ class simulator {
   double wait_of(std::size_t i) const {
     const auto w = static_cast<double>(tasks_[i].wait_ns);
     // An io task's request takes its round trip even with no wait asked of the service.
-    if (tasks_[i].is_io() && tasks_[i].wait_ns <= 0) return static_cast<double>(c_.io_zero_wait_ns);
+    if (tasks_[i].is_io()) {
+      // The round trip past the wait, less the client's own CPU (a phase of its own on the worker).
+      const double trip = static_cast<double>(
+          tasks_[i].wait_ns > 0 ? c_.wait_overshoot.at(tasks_[i].wait_ns) : c_.io_zero_wait_ns);
+      return std::max(0.0, std::max(0.0, w) + trip - static_cast<double>(c_.io_client_cpu_ns));
+    }
     return w > 0 ? w + static_cast<double>(c_.wait_overshoot.at(tasks_[i].wait_ns)) : 0.0;
   }
 
@@ -170,9 +175,11 @@ class simulator {
     worker_state& w = w_[k];
     const std::size_t i = w.current;
     for (w.phase = phase; w.phase <= 2; ++w.phase) {
-      if (w.phase == 0 && c_.per_task_ns > 0) {
+      const std::int64_t overhead =
+          c_.per_task_ns + (tasks_[i].is_io() ? c_.io_client_cpu_ns : std::int64_t{0});
+      if (w.phase == 0 && overhead > 0) {  // the executor's cost per task, an io request's CPU
         w.s = state::cpu;
-        w.remaining = static_cast<double>(c_.per_task_ns);
+        w.remaining = static_cast<double>(overhead);
         return;
       }
       const double wait =

@@ -41,6 +41,10 @@ struct sim_config {
   /// their replies come that much later. 0: no queue (a service whose CPU was not probed).
   std::int64_t io_service_cpu_ns = 0;
   int io_service_threads = 1;
+  /// The client's own CPU per request (its socket calls and the kernel's work for them): part of
+  /// the probed round trip that is not wait, so an io task computes this long on its worker
+  /// before its wait, and its wait is that much shorter. 0: all of the round trip is wait.
+  std::int64_t io_client_cpu_ns = 0;
   std::int64_t time_slice_ns = 0;  ///< round-robin slice; 0 for processor sharing
   /// With a slice: 0 for one run queue that every core serves (the cores perfectly balanced); more
   /// for a queue per core, as Linux keeps them. A worker just started goes to the core with the

@@ -278,6 +278,13 @@ std::uint64_t blocking_request(const task& t) {
 
 namespace {
 
+/// This thread's CPU time (user and system), in ns.
+std::int64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
 std::mutex local_services_mutex;
 std::map<std::uint16_t, int> local_services;  // loopback port → our child's pid
 
@@ -380,19 +387,23 @@ io_costs probe_io_costs(const io_endpoint& service) {
   // an idle pause, as a wait is, the first ones take 2-3 times that (the cores had gone to sleep).
   // So the zero-wait point is taken after ten warm-ups and the others after one, each in the
   // rhythm that the tasks it models will have.
+  std::vector<std::int64_t> client_cpu;
   const auto extra_at = [&](std::int64_t wait_ns) {
     t.wait_ns = wait_ns;
     std::vector<std::int64_t> extra;
     for (int warm = wait_ns == 0 ? 10 : 1; warm > 0; --warm) (void)blocking_request(t);
     for (int rep = 0; rep < (wait_ns == 0 ? 9 : 5); ++rep) {
       const std::int64_t begin = now_ns();
+      const std::int64_t cpu_begin = thread_cpu_ns();
       (void)blocking_request(t);
       extra.push_back(std::max<std::int64_t>(0, now_ns() - begin - wait_ns));
+      if (wait_ns == 0) client_cpu.push_back(thread_cpu_ns() - cpu_begin);
     }
     return median(std::move(extra));
   };
   io_costs c;
   c.zero_wait_ns = extra_at(0);
+  c.client_cpu_ns = std::min(c.zero_wait_ns, median(std::move(client_cpu)));
   for (std::size_t l = 0; l < overshoot_curve::k_lengths_ns.size(); ++l) {
     c.extra.overshoot_ns[l] = extra_at(overshoot_curve::k_lengths_ns[l]);
   }

@@ -112,6 +112,10 @@ struct io_costs {
   /// process did not start: see note_local_service()).
   std::int64_t service_cpu_ns = 0;
   int service_threads = 0;  ///< its threads, each serving one request at a time; 0: unknown
+  /// The client's own CPU per request with no wait (this thread's CPU time over the zero-wait
+  /// requests: the socket calls and the kernel's work done for them): the part of zero_wait_ns
+  /// that a worker computes rather than waits.
+  std::int64_t client_cpu_ns = 0;
 };
 [[nodiscard]] io_costs probe_io_costs(const io_endpoint& service);
 

@@ -241,6 +241,7 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["deps"] = to_string(p.deps);
   if (pred.io_round_trip_ns > 0) j["io_round_trip_ns"] = pred.io_round_trip_ns;
   if (pred.io_service_cpu_ns > 0) j["io_service_cpu_ns"] = pred.io_service_cpu_ns;
+  if (pred.io_round_trip_ns > 0) j["io_client_cpu_ns"] = pred.io_client_cpu_ns;
   j["sum_task_ns"] = tot.sum_ns;
   j["sum_cpu_ns"] = tot.sum_cpu_ns;
   j["max_task_ns"] = tot.max_ns;
@@ -422,6 +423,7 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
           ", +%s per request past its wait (probed; %s with no wait)",
           format_ns(over / static_cast<std::int64_t>(std::max<std::size_t>(1, waits))).c_str(),
           format_ns(pred.io_round_trip_ns).c_str());
+      std::printf(", of it %s the client's CPU", format_ns(pred.io_client_cpu_ns).c_str());
       if (pred.io_service_cpu_ns > 0) {
         std::printf(", the service's CPU %s per request, queued",
                     format_ns(pred.io_service_cpu_ns).c_str());
