@@ -148,7 +148,7 @@ asio::awaitable<void> asio_task(asio_coro_run& run, std::uint32_t i) {
     request_end end = request_end::reply;
     try {
       end = co_await asio_request(run, i, body);
-    } catch (...) {  // io_error: this task fails (the run stops only under --errors first)
+    } catch (...) {  // io_error (the request failed): this task only, unless --errors first
       if (run.timers[i]) run.timers[i]->cancel();
       run.slots.fail_error(i, describe_current_exception());
       co_return;

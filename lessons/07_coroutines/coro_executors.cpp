@@ -73,8 +73,7 @@ coro::task<void> run_task(coro_run& run, std::uint32_t i) {
   } catch (const coro::task_cancelled&) {
     run.slots.fail(i, std::string(k_cancelled));
     co_return;
-  } catch (...) {  // io_error: the request failed; this task fails (the run stops only under
-                   // --errors first)
+  } catch (...) {  // io_error (the request failed): this task only, unless --errors first
     run.slots.fail_error(i, describe_current_exception());
     co_return;
   }

@@ -126,7 +126,7 @@ coro::task<void> run_mn_task(mn_worker& w, std::uint32_t i) {
       }
     } catch (const coro::task_cancelled&) {
       cancelled = true;
-    } catch (...) {  // io_error: this task fails (the run stops only under --errors first)
+    } catch (...) {  // io_error (the request failed): this task only, unless --errors first
       failed = describe_current_exception();
     }
   }
