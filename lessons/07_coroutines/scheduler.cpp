@@ -2,7 +2,9 @@
 // a push onto the ready queue; the batch callback resumes what is ready through the trampoline
 // (task.hpp), one coroutine after another, so a transfer between coroutines never nests.
 // Look for: stoppable_sleep::stop_requested(), which may run on any thread, and why it trusts the
-// sleeper's memory only once the loop thread has found its number still registered.
+// sleeper's memory only once the loop thread has found its number still registered; and a socket
+// wait (fd_awaiter), whose first wake-up (the descriptor, its deadline or a stop) takes the others
+// away before the coroutine resumes.
 #include "lessons/07_coroutines/scheduler.hpp"
 
 #include <algorithm>

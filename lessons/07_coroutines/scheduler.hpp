@@ -3,7 +3,8 @@
 // is its frame plus a 16-byte entry in the scheduler's sleep heap, which keeps ONE loop timer armed
 // for the earliest deadline. Look for: the sleep heap (the position each sleeper keeps, so a
 // destroyed or stopped sleep leaves it in O(log n)), the stop protocol that trusts a sleeper only
-// once the loop thread has found it still registered, and the detached units kept in a slab.
+// once the loop thread has found it still registered, the detached units kept in a slab, and
+// fd_awaiter: a socket wait is the same park, on the loop's epoll instead of the sleep heap.
 #pragma once
 
 #include <cassert>
