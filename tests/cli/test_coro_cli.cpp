@@ -79,7 +79,7 @@ TEST_CASE("a throw fails its task only, on every coroutine executor", "[cli][07]
   }
 }
 
-TEST_CASE("--workload io: every coroutine executor awaits its requests' sockets and verifies",
+TEST_CASE("the io workload: every coroutine executor awaits its requests' sockets and verifies",
           "[cli][07][io]") {
   for (const char* executor : k_all) {
     CAPTURE(executor);
@@ -94,7 +94,7 @@ TEST_CASE("--workload io: every coroutine executor awaits its requests' sockets 
   }
 }
 
-TEST_CASE("--workload io with --task-timeout-ms is accepted (it bounds each request), and --deps",
+TEST_CASE("the io workload with --task-timeout-ms is accepted (it bounds each request), and --deps",
           "[cli][07][io]") {
   for (const char* executor : {"coroutines", "coroutines-mn"}) {
     CAPTURE(executor);
