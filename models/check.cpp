@@ -55,7 +55,9 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
     p.config.io_service_threads = std::max(1, costs.service_threads);
     // The client's own share of each round trip is CPU on its worker, not wait: on a loop that
     // runs every request, N requests cost N times it in a row.
-    p.config.io_client_cpu_ns = p.io_client_cpu_ns = costs.client_cpu_ns;
+    p.config.io_client_cpu_ns = p.io_client_cpu_ns = exec.plan.waits == wait_mode::nonblocking
+                                                         ? costs.client_cpu_nonblocking_ns
+                                                         : costs.client_cpu_ns;
   }
   // What the executor does after its last task (joins, reaps) is measured on the executor too. On
   // the development machine: 60–100 µs to join 2–16 threads, 0.3–0.6 ms to close and reap 2–8

@@ -407,25 +407,30 @@ io_costs probe_io_costs(const io_endpoint& service) {
   for (std::size_t l = 0; l < overshoot_curve::k_lengths_ns.size(); ++l) {
     c.extra.overshoot_ns[l] = extra_at(overshoot_curve::k_lengths_ns[l]);
   }
-  // The service's CPU per request: what it ran during bursts of 32 requests, over 32 (median of
-  // three). Concurrent requests queue behind it; one after another they do not.
-  if (pid > 0) {
-    constexpr int k_burst = 32;
-    t.wait_ns = 0;
-    std::vector<std::int64_t> per_request;
-    int threads = 0;
-    for (int rep = 0; rep < 3; ++rep) {
-      const auto before = process_cpu_ns(pid);
-      burst_of_requests(t, k_burst);
-      const auto after = process_cpu_ns(pid);
-      if (before.first < 0 || after.first < before.first) break;
-      per_request.push_back((after.first - before.first) / k_burst);
-      threads = after.second;
-    }
-    if (per_request.size() == 3) {
-      c.service_cpu_ns = median(std::move(per_request));
-      c.service_threads = threads;
-    }
+  // Bursts of 32 requests in flight at once on non-blocking sockets (median of three): this
+  // thread's CPU per request, as a loop or a coroutine scheduler spends it (readiness waits
+  // included), and the service's, where it is our child. Concurrent requests queue behind the
+  // service's CPU; one after another they do not.
+  constexpr int k_burst = 32;
+  t.wait_ns = 0;
+  std::vector<std::int64_t> service_per_request;
+  std::vector<std::int64_t> client_per_request;
+  int threads = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto before = pid > 0 ? process_cpu_ns(pid) : std::pair<std::int64_t, int>{-1, 0};
+    const std::int64_t cpu_begin = thread_cpu_ns();
+    burst_of_requests(t, k_burst);
+    client_per_request.push_back((thread_cpu_ns() - cpu_begin) / k_burst);
+    if (pid <= 0 || before.first < 0) continue;
+    const auto after = process_cpu_ns(pid);
+    if (after.first < before.first) continue;
+    service_per_request.push_back((after.first - before.first) / k_burst);
+    threads = after.second;
+  }
+  c.client_cpu_nonblocking_ns = median(std::move(client_per_request));
+  if (service_per_request.size() == 3) {
+    c.service_cpu_ns = median(std::move(service_per_request));
+    c.service_threads = threads;
   }
   cache.emplace(key, c);
   return c;

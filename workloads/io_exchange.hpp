@@ -116,6 +116,9 @@ struct io_costs {
   /// requests: the socket calls and the kernel's work done for them): the part of zero_wait_ns
   /// that a worker computes rather than waits.
   std::int64_t client_cpu_ns = 0;
+  /// The same on non-blocking sockets with 32 requests in flight, driven by poll(): what a
+  /// loop, a fiber scheduler or a coroutine scheduler spends per request (readiness waits too).
+  std::int64_t client_cpu_nonblocking_ns = 0;
 };
 [[nodiscard]] io_costs probe_io_costs(const io_endpoint& service);
 
