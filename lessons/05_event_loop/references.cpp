@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -294,7 +295,9 @@ void libuv_run::start_request(std::size_t i) {
       request_done(i);
       return;
     }
-    uv_poll_init_socket(timers[i].loop, &polls[i], requests[i]->fd());
+    if (const int rc = uv_poll_init_socket(timers[i].loop, &polls[i], requests[i]->fd()); rc != 0) {
+      throw std::runtime_error(std::string("libuv: uv_poll_init_socket: ") + uv_strerror(rc));
+    }
     polls[i].data = this;
     uv_poll_start(&polls[i], libuv_events(w), on_libuv_poll);
   } catch (...) {
