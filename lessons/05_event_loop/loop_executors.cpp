@@ -89,7 +89,8 @@ class task_loop {
 
   // [snippet:loop-finish]
   /// The callback of task k: its wait is over (or, for `blocking`, it sleeps through it here, and
-  /// the loop with it), so compute its CPU part and record it.
+  /// the loop with it), so compute its CPU part and record it. `body`: the checksum of an io
+  /// task's reply, once finish_request() has closed it (0 for a timer's task).
   void finish(std::size_t k, std::uint64_t body = 0) {
     entry& e = mine_[k];
     if (run_.stopping.load(std::memory_order_relaxed)) {
