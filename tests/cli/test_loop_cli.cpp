@@ -133,7 +133,7 @@ TEST_CASE("cancelling after M ms cancels every timer not yet fired: reported, ve
 }
 
 TEST_CASE(
-    "--workload io on the loop: a service started for the run, every request verified, exit 0",
+    "the io workload on the loop: a service started for the run, every request verified, exit 0",
     "[cli][05][io]") {
   // The lesson starts an io_service child for the run and stops it before it exits (run_lesson
   // checks that no child and no descriptor is left). --task-timeout-ms is accepted here: with
