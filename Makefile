@@ -34,7 +34,8 @@ lesson:
 	@test -n "$(N)" || { echo "make lesson: N is required, e.g. make lesson N=1 ARGS=\"--workers 4\" (see lessons/README.md)" >&2; exit 2; }
 	@CLAB_PRESET=$(PRESET) scripts/lesson $(N) $(ARGS) || { rc=$$?; echo "make lesson: the program exited with status $$rc" >&2; exit $$rc; }
 
-bench: bootstrap
+bench:
+	@scripts/bootstrap --bench
 	@test -f build/release/CMakeCache.txt || cmake --preset release
 	cmake --build --preset release
 	@QUICK=$(QUICK) scripts/bench

@@ -485,8 +485,93 @@ void write_plot_data(const sweep_report& report, const std::vector<scaling_fit>&
   vars << "n_scaling = " << scaling << "\nscaling_colours = \"" << colours << "\"\n";
 }
 
+namespace {
+
+/// One line of text: escaped, with `code` spans.
+std::string inline_html(std::string_view text) {
+  std::string out;
+  bool in_code = false;
+  for (const char c : text) {
+    if (c == '`') {
+      out += in_code ? "</code>" : "<code>";
+      in_code = !in_code;
+    } else {
+      out += html_escape(std::string(1, c));
+    }
+  }
+  if (in_code) out += "</code>";
+  return out;
+}
+
+/// "| a | b |" → {"a", "b"}, each trimmed.
+std::vector<std::string_view> table_cells(std::string_view line) {
+  std::vector<std::string_view> cells;
+  if (!line.empty() && line.front() == '|') line.remove_prefix(1);
+  if (!line.empty() && line.back() == '|') line.remove_suffix(1);
+  for (std::size_t at = 0; at <= line.size();) {
+    std::size_t bar = line.find('|', at);
+    if (bar == std::string_view::npos) bar = line.size();
+    std::string_view cell = line.substr(at, bar - at);
+    while (!cell.empty() && cell.front() == ' ') cell.remove_prefix(1);
+    while (!cell.empty() && cell.back() == ' ') cell.remove_suffix(1);
+    cells.push_back(cell);
+    at = bar + 1;
+  }
+  return cells;
+}
+
+}  // namespace
+
+std::string markdown_to_html(std::string_view markdown) {
+  std::string out;
+  std::string paragraph;
+  int table_rows = 0;  // rows of the table being written; 0: none open
+  const auto end_paragraph = [&] {
+    if (!paragraph.empty()) out += "<p>" + paragraph + "</p>\n";
+    paragraph.clear();
+  };
+  const auto end_table = [&] {
+    if (table_rows > 0) out += "</table>\n";
+    table_rows = 0;
+  };
+  for (std::size_t at = 0; at < markdown.size();) {
+    std::size_t eol = markdown.find('\n', at);
+    if (eol == std::string_view::npos) eol = markdown.size();
+    const std::string_view line = markdown.substr(at, eol - at);
+    at = eol + 1;
+    if (!line.empty() && line.front() == '|') {
+      end_paragraph();
+      if (line.find_first_not_of("|-: ") == std::string_view::npos) continue;  // the head's rule
+      const bool head = table_rows == 0;
+      out += head ? "<table>\n<tr>" : "<tr>";
+      for (const std::string_view cell : table_cells(line)) {
+        out += head ? "<th class=l>" : "<td class=l>";
+        out += inline_html(cell);
+        out += head ? "</th>" : "</td>";
+      }
+      out += "</tr>\n";
+      ++table_rows;
+      continue;
+    }
+    end_table();
+    if (line.empty()) {
+      end_paragraph();
+    } else if (line.rfind("# ", 0) == 0) {
+      end_paragraph();
+      out += "<h2>" + inline_html(line.substr(2)) + "</h2>\n";
+    } else {
+      if (!paragraph.empty()) paragraph += ' ';
+      paragraph += inline_html(line);
+    }
+  }
+  end_table();
+  end_paragraph();
+  return out;
+}
+
 void write_index(const sweep_report& report, const std::vector<scaling_fit>& fits,
-                 const std::vector<std::string>& plots, std::ostream& out) {
+                 const std::vector<std::string>& plots, std::ostream& out,
+                 const std::vector<std::string>& sections) {
   const std::size_t n = report.points.size();
   out << "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>Concurrency "
          "Lab: bench "
@@ -526,6 +611,7 @@ void write_index(const sweep_report& report, const std::vector<scaling_fit>& fit
          "the measured code was built (build_type above).</p>\n<h2>Plots</h2>\n";
   for (const std::string& p : plots)
     out << "<p><img src=\"" << html_escape(p) << "\" alt=\"" << html_escape(p) << "\"></p>\n";
+  for (const std::string& s : sections) out << s;
   out << "<h2>Scaling fits</h2>\n<table><tr><th class=l>executor</th><th "
          "class=l>workload</th><th>Amdahl s</th>"
          "<th>USL σ</th><th>USL κ</th></tr>\n";

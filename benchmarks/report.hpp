@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/fit.hpp"
@@ -82,7 +83,15 @@ void write_verdicts(const sweep_report& report, const std::vector<scaling_fit>& 
 /// gnuplot data files (*.dat) and plotvars.gp into `dir`; units may be null (no units plot).
 void write_plot_data(const sweep_report& report, const std::vector<scaling_fit>& fits,
                      const nlohmann::json* units, const std::filesystem::path& dir);
+/// The report's index.html; `sections` are HTML written after the plots (see markdown_to_html).
 void write_index(const sweep_report& report, const std::vector<scaling_fit>& fits,
-                 const std::vector<std::string>& plots, std::ostream& out);
+                 const std::vector<std::string>& plots, std::ostream& out,
+                 const std::vector<std::string>& sections = {});
+
+/// The little markdown that scripts/connections and scripts/service_load write, as HTML: "# T"
+/// is a section heading (h2), lines starting with '|' a table (the first row its head, the
+/// "|---|" row skipped), other lines paragraphs (a blank line ends one); `code` spans; everything
+/// else escaped.
+[[nodiscard]] std::string markdown_to_html(std::string_view markdown);
 
 }  // namespace clab

@@ -33,6 +33,10 @@ int main(int argc, char** argv) {
   app.add_option("--out", out_dir, "folder for sweep.csv, verdicts.md, plot data, index.html")
       ->check(CLI::ExistingDirectory);
   app.add_option("--plots", plots, "image files, relative to --out, for index.html");
+  std::vector<std::string> section_files;
+  app.add_option("--sections", section_files,
+                 "markdown files (scripts/connections, scripts/service_load) for index.html")
+      ->check(CLI::ExistingFile);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -66,7 +70,10 @@ int main(int argc, char** argv) {
     clab::write_verdicts(report, fits, md);
     clab::write_plot_data(report, fits, units_path.empty() ? nullptr : &units, dir);
     std::ofstream html(dir / "index.html");
-    clab::write_index(report, fits, plots, html);
+    std::vector<std::string> sections;
+    for (const std::string& f : section_files)
+      sections.push_back(clab::markdown_to_html(read_file(f)));
+    clab::write_index(report, fits, plots, html, sections);
     const std::size_t n = report.points.size();
     // One decimal: 174 of 194 is 89.7 %, not "90 %".
     std::printf("model check: %zu of %zu points within tolerance (%.1f%%)\n", report.within(), n,

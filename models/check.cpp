@@ -48,6 +48,14 @@ prediction predict(const executor& exec, std::span<const task> tasks, int worker
     const io_costs costs = probe_io_costs(io->io);
     p.config.wait_overshoot = costs.extra;
     p.config.io_zero_wait_ns = p.io_round_trip_ns = costs.zero_wait_ns;
+    // Concurrent requests queue at the service for its CPU (one request at a time per service
+    // thread): a single-threaded service answers N requests arriving at once no sooner than
+    // N × its CPU per request.
+    p.config.io_service_cpu_ns = p.io_service_cpu_ns = costs.service_cpu_ns;
+    p.config.io_service_threads = std::max(1, costs.service_threads);
+    // The client's own share of each round trip is CPU on its worker, not wait: on a loop that
+    // runs every request, N requests cost N times it in a row.
+    p.config.io_client_cpu_ns = p.io_client_cpu_ns = costs.client_cpu_ns;
   }
   // What the executor does after its last task (joins, reaps) is measured on the executor too. On
   // the development machine: 60–100 µs to join 2–16 threads, 0.3–0.6 ms to close and reap 2–8

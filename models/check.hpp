@@ -41,6 +41,10 @@ struct prediction {
   std::int64_t near_handoff_ns = 0;
   /// io tasks: a request with no wait, probed (probe_io_costs()); 0 without io tasks.
   std::int64_t io_round_trip_ns = 0;
+  /// io tasks: the service's CPU per request, probed where the service is our child; else 0.
+  std::int64_t io_service_cpu_ns = 0;
+  /// io tasks: the client's own CPU per request, probed; 0 without io tasks.
+  std::int64_t io_client_cpu_ns = 0;
   /// Graham's bounds hold where every worker is an identical machine: pure CPU work on
   /// min(P, cores) workers, or pure waits on P (a sleeping worker needs no core). For mixed work
   /// there is no such P, and only lower_bound_ns applies.

@@ -149,8 +149,25 @@ class simulator {
   double wait_of(std::size_t i) const {
     const auto w = static_cast<double>(tasks_[i].wait_ns);
     // An io task's request takes its round trip even with no wait asked of the service.
-    if (tasks_[i].is_io() && tasks_[i].wait_ns <= 0) return static_cast<double>(c_.io_zero_wait_ns);
+    if (tasks_[i].is_io()) {
+      // The round trip past the wait, less the client's own CPU (a phase of its own on the worker).
+      const double trip = static_cast<double>(
+          tasks_[i].wait_ns > 0 ? c_.wait_overshoot.at(tasks_[i].wait_ns) : c_.io_zero_wait_ns);
+      return std::max(0.0, std::max(0.0, w) + trip - static_cast<double>(c_.io_client_cpu_ns));
+    }
     return w > 0 ? w + static_cast<double>(c_.wait_overshoot.at(tasks_[i].wait_ns)) : 0.0;
+  }
+
+  // An io request arriving now at the service: the time it queues there behind the requests
+  // that came before it, each holding one service thread for io_service_cpu_ns (the probed
+  // round trip already holds one request's own share).
+  double service_queue_delay() {
+    if (c_.io_service_cpu_ns <= 0) return 0;
+    if (service_free_.empty()) service_free_.assign(std::max(1, c_.io_service_threads), 0.0);
+    const auto first = std::min_element(service_free_.begin(), service_free_.end());
+    const double begin = std::max(now_, *first);
+    *first = begin + static_cast<double>(c_.io_service_cpu_ns);
+    return begin - now_;
   }
 
   // Moves worker k into the next phase of its task with non-zero length, or finishes the task.
@@ -158,25 +175,24 @@ class simulator {
     worker_state& w = w_[k];
     const std::size_t i = w.current;
     for (w.phase = phase; w.phase <= 2; ++w.phase) {
-      if (w.phase == 0 && c_.per_task_ns > 0) {
+      const std::int64_t overhead =
+          c_.per_task_ns + (tasks_[i].is_io() ? c_.io_client_cpu_ns : std::int64_t{0});
+      if (w.phase == 0 && overhead > 0) {  // the executor's cost per task, an io request's CPU
         w.s = state::cpu;
-        w.remaining = static_cast<double>(c_.per_task_ns);
+        w.remaining = static_cast<double>(overhead);
         return;
       }
-      if (w.phase == 1 && blocking() && wait_of(i) + w.delay > 0) {
+      const double wait =
+          w.phase == 1 ? wait_of(i) + (tasks_[i].is_io() ? service_queue_delay() : 0.0) : 0.0;
+      if (w.phase == 1 && blocking() && wait + w.delay > 0) {
         w.s = state::waiting;
-        w.wake = now_ + wait_of(i) + w.delay;
+        w.wake = now_ + wait + w.delay;
         w.delay = 0;
         return;
       }
-      if (w.phase == 1 && wait_of(i) > 0) {
-        if (blocking()) {
-          w.s = state::waiting;
-          w.wake = now_ + wait_of(i);
-        } else {  // park the task on a timer; the worker is free at once
-          timers_.push({now_ + wait_of(i), timer_seq_++, i, static_cast<int>(k)});
-          w.s = state::idle;
-        }
+      if (w.phase == 1 && wait > 0) {  // non-blocking: park the task on a timer, the worker is free
+        timers_.push({now_ + wait, timer_seq_++, i, static_cast<int>(k)});
+        w.s = state::idle;
         return;
       }
       if (w.phase == 2 && tasks_[i].cpu_ns > 0) {
@@ -620,6 +636,7 @@ class simulator {
   std::vector<double> pull_from_;            // per core: since when it idles beside a waiting phase
   std::priority_queue<timer, std::vector<timer>, std::greater<>> timers_;
   std::uint64_t timer_seq_ = 0;
+  std::vector<double> service_free_;  // per service thread: when it is next free (io requests)
   std::vector<task_record> timeline_;
   double now_ = 0;
   // --deps (empty without): unfinished predecessors per task, the worker a non-blocking task is

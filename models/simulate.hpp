@@ -36,7 +36,16 @@ struct sim_config {
   /// round trip: see probe_io_costs()).
   overshoot_curve wait_overshoot;
   std::int64_t io_zero_wait_ns = 0;  ///< an io task's request with no wait: its bare round trip
-  std::int64_t time_slice_ns = 0;    ///< round-robin slice; 0 for processor sharing
+  /// The service's CPU per request and its threads: each request occupies one service thread
+  /// for this long when it arrives, in arrival order, so concurrent requests queue there and
+  /// their replies come that much later. 0: no queue (a service whose CPU was not probed).
+  std::int64_t io_service_cpu_ns = 0;
+  int io_service_threads = 1;
+  /// The client's own CPU per request (its socket calls and the kernel's work for them): part of
+  /// the probed round trip that is not wait, so an io task computes this long on its worker
+  /// before its wait, and its wait is that much shorter. 0: all of the round trip is wait.
+  std::int64_t io_client_cpu_ns = 0;
+  std::int64_t time_slice_ns = 0;  ///< round-robin slice; 0 for processor sharing
   /// With a slice: 0 for one run queue that every core serves (the cores perfectly balanced); more
   /// for a queue per core, as Linux keeps them. A worker just started goes to the core with the
   /// fewest phases computing (a tie away from its launcher's core; on that core it runs ahead of

@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -16,9 +17,13 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "workloads/io_body.hpp"
@@ -271,11 +276,109 @@ std::uint64_t blocking_request(const task& t) {
   return ex.body_checksum();
 }
 
+namespace {
+
+/// This thread's CPU time (user and system), in ns.
+std::int64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::mutex local_services_mutex;
+std::map<std::uint16_t, int> local_services;  // loopback port → our child's pid
+
+/// The CPU time all threads of process `pid` have run, in ns (schedstat's first field, the
+/// scheduler's own nanosecond account), and how many threads it has; {-1, 0} if unreadable.
+std::pair<std::int64_t, int> process_cpu_ns(int pid) {
+  std::int64_t sum = 0;
+  int threads = 0;
+  std::error_code ec;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::ifstream in(it->path() / "schedstat");
+    long long ns = 0;
+    if (!(in >> ns)) return {-1, 0};
+    sum += ns;
+    ++threads;
+  }
+  if (ec || threads == 0) return {-1, 0};
+  return {sum, threads};
+}
+
+/// `k` zero-wait requests in flight at once from this thread, driven by poll(): they queue at
+/// the service as a run's concurrent requests do. Throws io_error on a failure or after 10 s.
+void burst_of_requests(const task& proto, int k) {
+  std::vector<std::unique_ptr<io_exchange>> ex;
+  std::vector<io_exchange::want> need;
+  for (int i = 0; i < k; ++i) {
+    ex.push_back(std::make_unique<io_exchange>(proto, false));
+    need.push_back(ex.back()->start());
+  }
+  const std::int64_t deadline = now_ns() + 10'000'000'000;
+  std::vector<pollfd> fds;
+  std::vector<std::size_t> which;
+  for (;;) {
+    fds.clear();
+    which.clear();
+    for (std::size_t i = 0; i < ex.size(); ++i) {
+      if (need[i] == io_exchange::want::done) continue;
+      const short events = need[i] == io_exchange::want::write ? POLLOUT : POLLIN;
+      fds.push_back({ex[i]->fd(), events, 0});
+      which.push_back(i);
+    }
+    if (fds.empty()) return;
+    if (now_ns() > deadline) throw io_error("timeout: the service's probe burst took over 10 s");
+    const int n = ::poll(fds.data(), fds.size(), 1000);
+    if (n < 0 && errno != EINTR) throw io_error(std::string("poll: ") + std::strerror(errno));
+    for (std::size_t f = 0; n > 0 && f < fds.size(); ++f) {
+      if (fds[f].revents != 0) need[which[f]] = ex[which[f]]->step();
+    }
+  }
+}
+
+}  // namespace
+
+std::string ensure_descriptors(std::size_t connections) {
+  const std::size_t needed = connections + k_fd_reserve;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0)
+    return std::string("getrlimit: ") + std::strerror(errno);
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur >= needed) return "";
+  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < needed) {
+    return std::to_string(connections) + " connections at once need " + std::to_string(needed) +
+           " descriptors, and the hard limit is " + std::to_string(lim.rlim_max) +
+           " (ulimit -Hn; raise it as root, or ask for fewer)";
+  }
+  lim.rlim_cur = needed;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    return "cannot raise the descriptor limit to " + std::to_string(needed) + ": " +
+           std::strerror(errno);
+  }
+  return "";
+}
+
+void note_local_service(std::uint16_t port, int pid) {
+  const std::lock_guard lock(local_services_mutex);
+  if (pid > 0) {
+    local_services[port] = pid;
+  } else {
+    local_services.erase(port);
+  }
+}
+
 io_costs probe_io_costs(const io_endpoint& service) {
   static std::mutex mutex;
-  static std::map<std::pair<std::uint32_t, std::uint16_t>, io_costs> cache;
+  static std::map<std::tuple<std::uint32_t, std::uint16_t, int>, io_costs> cache;
   const std::lock_guard lock(mutex);
-  const auto key = std::make_pair(service.ipv4, service.port);
+  int pid = 0;
+  if (service.ipv4 == 0x7F000001) {
+    const std::lock_guard services(local_services_mutex);
+    if (const auto it = local_services.find(service.port); it != local_services.end()) {
+      pid = it->second;
+    }
+  }
+  const auto key = std::make_tuple(service.ipv4, service.port, pid);
   if (const auto it = cache.find(key); it != cache.end()) return it->second;
   task t;
   t.io = service;
@@ -284,21 +387,45 @@ io_costs probe_io_costs(const io_endpoint& service) {
   // an idle pause, as a wait is, the first ones take 2-3 times that (the cores had gone to sleep).
   // So the zero-wait point is taken after ten warm-ups and the others after one, each in the
   // rhythm that the tasks it models will have.
+  std::vector<std::int64_t> client_cpu;
   const auto extra_at = [&](std::int64_t wait_ns) {
     t.wait_ns = wait_ns;
     std::vector<std::int64_t> extra;
     for (int warm = wait_ns == 0 ? 10 : 1; warm > 0; --warm) (void)blocking_request(t);
     for (int rep = 0; rep < (wait_ns == 0 ? 9 : 5); ++rep) {
       const std::int64_t begin = now_ns();
+      const std::int64_t cpu_begin = thread_cpu_ns();
       (void)blocking_request(t);
       extra.push_back(std::max<std::int64_t>(0, now_ns() - begin - wait_ns));
+      if (wait_ns == 0) client_cpu.push_back(thread_cpu_ns() - cpu_begin);
     }
     return median(std::move(extra));
   };
   io_costs c;
   c.zero_wait_ns = extra_at(0);
+  c.client_cpu_ns = std::min(c.zero_wait_ns, median(std::move(client_cpu)));
   for (std::size_t l = 0; l < overshoot_curve::k_lengths_ns.size(); ++l) {
     c.extra.overshoot_ns[l] = extra_at(overshoot_curve::k_lengths_ns[l]);
+  }
+  // The service's CPU per request: what it ran during bursts of 32 requests, over 32 (median of
+  // three). Concurrent requests queue behind it; one after another they do not.
+  if (pid > 0) {
+    constexpr int k_burst = 32;
+    t.wait_ns = 0;
+    std::vector<std::int64_t> per_request;
+    int threads = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      const auto before = process_cpu_ns(pid);
+      burst_of_requests(t, k_burst);
+      const auto after = process_cpu_ns(pid);
+      if (before.first < 0 || after.first < before.first) break;
+      per_request.push_back((after.first - before.first) / k_burst);
+      threads = after.second;
+    }
+    if (per_request.size() == 3) {
+      c.service_cpu_ns = median(std::move(per_request));
+      c.service_threads = threads;
+    }
   }
   cache.emplace(key, c);
   return c;

@@ -107,8 +107,31 @@ class io_exchange {
 struct io_costs {
   overshoot_curve extra;          ///< the request's time past its wait, by the wait's length
   std::int64_t zero_wait_ns = 0;  ///< a request with wait_us=0: the bare round trip
+  /// The service's own CPU time per request, when requests queue at it (bursts of 32 in flight
+  /// at once, the service's CPU read from /proc); 0 where that cannot be read (a service this
+  /// process did not start: see note_local_service()).
+  std::int64_t service_cpu_ns = 0;
+  int service_threads = 0;  ///< its threads, each serving one request at a time; 0: unknown
+  /// The client's own CPU per request with no wait (this thread's CPU time over the zero-wait
+  /// requests: the socket calls and the kernel's work done for them): the part of zero_wait_ns
+  /// that a worker computes rather than waits.
+  std::int64_t client_cpu_ns = 0;
 };
 [[nodiscard]] io_costs probe_io_costs(const io_endpoint& service);
+
+/// Descriptors kept free beside an io run's sockets (the service's pipe, the loop's epoll,
+/// stdio, a pool's pipes...).
+inline constexpr std::size_t k_fd_reserve = 256;
+
+/// Makes room for `connections` sockets open at once plus k_fd_reserve: raises this process's
+/// soft RLIMIT_NOFILE towards the hard limit as far as needed (a child started afterwards, such as
+/// the service, inherits it). Returns "" when there is room, else one line naming the number
+/// needed and the hard limit.
+[[nodiscard]] std::string ensure_descriptors(std::size_t connections);
+
+/// Tells the probe that the service on 127.0.0.1:port is this process's child `pid`, whose CPU
+/// time it may read (service_process does it while the child runs); pid 0 forgets the port.
+void note_local_service(std::uint16_t port, int pid);
 
 /// host (dotted IPv4 or a name) and port as an endpoint; throws std::runtime_error (one line)
 /// for a name that does not resolve to an IPv4 address.

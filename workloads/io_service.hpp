@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -25,6 +26,9 @@ struct io_service_options {
   std::uint16_t port = 0;          ///< 0: an ephemeral port, reported once listening
   int threads = 1;                 ///< threads running the one io_context
   std::chrono::milliseconds idle_timeout{30'000};  ///< a connection silent this long is closed
+  /// A fault for the tests (--corrupt-task ID): the body for this task id is sent with its first
+  /// byte changed, so a client's run must fail verification.
+  std::optional<std::uint64_t> corrupt_task_id;
 };
 
 /// One request's parameters, from its target.

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   int port_fd = -1;
   bool print_port = false;
   int idle_timeout_s = 30;
+  std::uint64_t corrupt_task = 0;
   CLI::App app{
       "Lesson 08's loopback HTTP/1.1 service: GET /task?id=I&wait_us=W&seed=S is "
       "answered after W microseconds (at most 10 s) with a 64-byte body computed from S.",
@@ -60,6 +61,8 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout-s", idle_timeout_s,
                  "close a connection that sends nothing for this long")
       ->check(CLI::Range(1, 3600));
+  auto* corrupt = app.add_option("--corrupt-task", corrupt_task,
+                                 "a fault for tests: send task ID's body with one byte changed");
   app.footer(
       "Stops on SIGTERM or SIGINT. Exit status: 0 stopped by a signal; 1 could not listen; 2 bad "
       "flags.");
@@ -77,6 +80,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.idle_timeout = std::chrono::seconds(idle_timeout_s);
+  if (corrupt->count() > 0) options.corrupt_task_id = corrupt_task;
 
   try {
     clab::run_io_service(options, [&](std::uint16_t port) {

@@ -23,6 +23,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "workloads/io_exchange.hpp"
+
 namespace clab {
 namespace {
 
@@ -198,12 +200,14 @@ service_process::service_process(std::string program, std::vector<std::string> e
     throw std::runtime_error(failure);
   }
   address_.host = "127.0.0.1";
+  note_local_service(address_.port, pid_);  // the model may read its CPU time (probe_io_costs)
 }
 
 service_process::~service_process() { stop(); }
 
 child_exit service_process::stop(std::chrono::milliseconds grace) {
   if (ended_) return *ended_;
+  if (address_.port != 0) note_local_service(address_.port, 0);
   int status = 0;
   ::kill(pid_, SIGTERM);
   const auto deadline = std::chrono::steady_clock::now() + grace;

@@ -1,6 +1,7 @@
 // Lesson 07 — the task set on our stackless coroutines (task.hpp, scheduler.hpp). `coroutines`:
 // every task a coroutine on one thread and one loop, spawned in task order; its wait, co_await
-// sleep_for, parks the coroutine in its scheduler's sleep heap and keeps nothing but its frame.
+// sleep_for, parks the coroutine in its scheduler's sleep heap and keeps nothing but its frame; an
+// io task's request awaits its socket's readiness instead (io_request.hpp).
 // `coro-priority`: the same, with the ready coroutines taken longest CPU part first. Look for:
 // run_task() reads like lesson 00's loop body, as lesson 06's does, but every place it may give
 // up its thread is spelled `co_await`. With --deps each task first awaits an event per
@@ -15,10 +16,12 @@
 #include "lessons/05_event_loop/event_loop.hpp"
 #include "lessons/07_coroutines/event.hpp"
 #include "lessons/07_coroutines/executors.hpp"
+#include "lessons/07_coroutines/io_request.hpp"
 #include "lessons/07_coroutines/scheduler.hpp"
 #include "lessons/07_coroutines/task.hpp"
 #include "workloads/deps.hpp"
 #include "workloads/execute.hpp"
+#include "workloads/io_exchange.hpp"
 
 namespace clab {
 namespace {
@@ -44,7 +47,8 @@ struct coro_run {
 
 // [snippet:coro-task]
 /// Task i, as a coroutine runs it: straight through, as lesson 00 would, except that the wait
-/// parks this coroutine in the scheduler's sleep heap (the thread runs the others meanwhile).
+/// parks this coroutine (the thread runs the others meanwhile): in the scheduler's sleep heap, or,
+/// for an io task, on its socket in the loop's epoll, step by step (io_request.hpp).
 /// `run` outlives every coroutine of the run (the scheduler is gone before it is).
 coro::task<void> run_task(coro_run& run, std::uint32_t i) {
   const task& t = run.tasks[i];
@@ -53,13 +57,24 @@ coro::task<void> run_task(coro_run& run, std::uint32_t i) {
     co_return;
   }
   task_record r{.id = i, .start_ns = ns_since(run.options.origin)};
+  std::uint64_t body = 0;  // an io task's reply, folded into its checksum
   try {
-    // A stop wakes the sleeper at once, with task_cancelled; its CPU part then never starts.
-    if (t.wait_ns > 0) {
+    // A stop wakes the waiter at once, with task_cancelled; its CPU part then never starts.
+    if (t.is_io()) {
+      const auto reply = co_await coro::io_request(t, run.stop.token(), run.options.task_timeout);
+      if (!reply) {  // --task-timeout-ms passed first: the request is closed already
+        run.slots.fail_error(i, io_timeout_cause(i, *run.options.task_timeout));
+        co_return;
+      }
+      body = *reply;
+    } else if (t.wait_ns > 0) {
       co_await coro::sleep_for(std::chrono::nanoseconds(t.wait_ns), run.stop.token());
     }
   } catch (const coro::task_cancelled&) {
     run.slots.fail(i, std::string(k_cancelled));
+    co_return;
+  } catch (...) {  // io_error (the request failed): this task only, unless --errors first
+    run.slots.fail_error(i, describe_current_exception());
     co_return;
   }
   if (run.slots.stopping()) {  // stopped while this coroutine sat in the ready queue
@@ -68,7 +83,7 @@ coro::task<void> run_task(coro_run& run, std::uint32_t i) {
   }
   try {
     r.worker = 0;  // one thread: a coroutine never migrates here
-    r.checksum = compute(t);
+    r.checksum = io_checksum(t, compute(t), body);
     r.end_ns = ns_since(run.options.origin);
     run.slots.complete(r);
   } catch (...) {  // a throw fails this task only, unless the run stops at the first error
@@ -169,6 +184,8 @@ const executor& coroutines_executor() {
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
       .supports_deps = true,
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_fifo,
   };
   return e;
@@ -193,6 +210,8 @@ const executor& coro_priority_executor() {
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
       .supports_deps = true,
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_priority,
   };
   return e;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <exception>
 #include <latch>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -18,9 +19,11 @@
 
 #include "lessons/05_event_loop/event_loop.hpp"
 #include "lessons/07_coroutines/executors.hpp"
+#include "lessons/07_coroutines/io_request.hpp"
 #include "lessons/07_coroutines/scheduler.hpp"
 #include "lessons/07_coroutines/task.hpp"
 #include "workloads/execute.hpp"
+#include "workloads/io_exchange.hpp"
 
 namespace clab {
 namespace {
@@ -105,19 +108,35 @@ coro::task<void> run_mn_task(mn_worker& w, std::uint32_t i) {
   const task& t = run.tasks[i];
   task_record r{.id = i, .start_ns = ns_since(run.options.origin), .worker = w.index};
   bool cancelled = run.slots.stopping();  // cancelled, or a first error under --errors first
-  if (!cancelled && t.wait_ns > 0) {
+  std::optional<std::string> failed;      // the wait's own failure (an io task's request)
+  std::uint64_t body = 0;
+  if (!cancelled && (t.wait_ns > 0 || t.is_io())) {
     try {
-      // A stop wakes the sleeper at once (through a post to this thread's loop): task_cancelled.
-      co_await coro::sleep_for(std::chrono::nanoseconds(t.wait_ns), run.stop.token());
+      // A stop wakes the waiter at once (through a post to this thread's loop): task_cancelled.
+      if (t.is_io()) {
+        // The socket is watched by this thread's loop: the request, like the frame, stays here.
+        const auto reply = co_await coro::io_request(t, run.stop.token(), run.options.task_timeout);
+        if (reply) {
+          body = *reply;
+        } else {
+          failed = io_timeout_cause(i, *run.options.task_timeout);
+        }
+      } else {
+        co_await coro::sleep_for(std::chrono::nanoseconds(t.wait_ns), run.stop.token());
+      }
     } catch (const coro::task_cancelled&) {
       cancelled = true;
+    } catch (...) {  // io_error (the request failed): this task only, unless --errors first
+      failed = describe_current_exception();
     }
   }
-  if (cancelled || run.slots.stopping()) {  // or stopped while it sat in the ready queue
+  if (failed) {
+    run.slots.fail_error(i, std::move(*failed));
+  } else if (cancelled || run.slots.stopping()) {  // or stopped while it sat in the ready queue
     run.slots.fail(i, std::string(k_cancelled));
   } else {
     try {
-      r.checksum = compute(t);
+      r.checksum = io_checksum(t, compute(t), body);
       r.end_ns = ns_since(run.options.origin);
       run.slots.complete(r);
     } catch (...) {  // a throw fails this task only, unless the run stops at the first error
@@ -243,6 +262,8 @@ const executor& coroutines_mn_executor() {
       .no_timeout_because =
           "a coroutine cannot be interrupted while it computes (it gives up its thread only at a "
           "co_await)",
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_coroutines_mn,
   };
   return e;

@@ -2,7 +2,9 @@
 // a push onto the ready queue; the batch callback resumes what is ready through the trampoline
 // (task.hpp), one coroutine after another, so a transfer between coroutines never nests.
 // Look for: stoppable_sleep::stop_requested(), which may run on any thread, and why it trusts the
-// sleeper's memory only once the loop thread has found its number still registered.
+// sleeper's memory only once the loop thread has found its number still registered; and a socket
+// wait (fd_awaiter), whose first wake-up (the descriptor, its deadline or a stop) takes the others
+// away before the coroutine resumes.
 #include "lessons/07_coroutines/scheduler.hpp"
 
 #include <algorithm>
@@ -431,12 +433,18 @@ void sleep_awaiter::await_suspend(std::coroutine_handle<> h) {
   word_ = reinterpret_cast<std::uintptr_t>(&unit);  // after: a throw above leaves it unparked
 }
 
-// A stop request from another thread: the loop thread looks the sleeper up by its number, and only
-// if it is still registered (the sleep has not ended: numbers are never reused) touches it.
-struct stoppable_sleep::remote_stop {
+namespace {
+// A stop request from another thread: the loop thread looks the waiter up by its number, and only
+// if it is still registered (the wait has not ended: numbers are never reused) touches it.
+struct remote_stop {
   std::shared_ptr<detail::stoppable_registry> registry;
   std::uint64_t id;
 };
+void post_stop(coro_scheduler& sched, std::uint64_t id) noexcept {
+  auto req = std::make_unique<remote_stop>(remote_stop{sched.stoppables(), id});
+  sched.loop().post([r = std::move(req)] { r->registry->stop(r->id); });
+}
+}  // namespace
 
 stoppable_sleep::~stoppable_sleep() {
   // The callback first: its destructor waits for a stop callback running on another thread.
@@ -451,7 +459,8 @@ void stoppable_sleep::await_suspend(std::coroutine_handle<> h) {
   detail::coro_ctx& unit = running_unit("sleep_for");
   coro_scheduler& sched = *unit.sched();
   unit.resume = h;
-  id_ = sched.stoppables()->add(this);
+  id_ = sched.stoppables()->add(
+      {this, [](void* self) noexcept { static_cast<stoppable_sleep*>(self)->wake_cancelled(); }});
   node_.ctx = &unit;
   try {
     sched.sleep_push(&node_, deadline_);
@@ -489,9 +498,103 @@ void stoppable_sleep::stop_requested() noexcept {
     return;
   }
   // Any other thread (or the loop thread outside a coroutine): the loop does it, on its thread.
-  auto req = std::make_unique<remote_stop>(remote_stop{sched->stoppables(), id_});
-  sched->loop().post([r = std::move(req)] { r->registry->stop(r->id); });
+  post_stop(*sched, id_);
 }
 // [end-snippet]
+
+// ---- socket waits ----
+
+fd_awaiter::~fd_awaiter() {
+  callback_.reset();  // first: its destructor waits for a stop callback running on another thread
+  if (unit_ != nullptr) {  // destroyed parked (or woken, not yet resumed): nothing may wake into it
+    leave_loop();
+    if (id_ != 0) unit_->sched()->stoppables()->erase(id_);
+  }
+}
+
+bool fd_awaiter::await_ready() noexcept {
+  if (token_.stop_requested()) {
+    cancelled_ = true;
+    return true;
+  }
+  if (deadline_ != event_loop::clock::time_point::max() && event_loop::clock::now() >= deadline_) {
+    how_ = fd_wake::timed_out;
+    return true;
+  }
+  return false;
+}
+
+// [snippet:coro-fd-wait]
+void fd_awaiter::await_suspend(std::coroutine_handle<> h) {
+  detail::coro_ctx& unit = running_unit("readable/writable");
+  coro_scheduler& sched = *unit.sched();
+  event_loop& loop = sched.loop();
+  unit.resume = h;
+  // The loop calls back when the socket is ready (epoll, level-triggered), or when the deadline
+  // comes; whichever is first takes the other away (leave_loop) and queues the coroutine.
+  loop.watch(fd_, events_, [this](std::uint32_t) { wake(fd_wake::ready); });
+  try {
+    if (deadline_ != event_loop::clock::time_point::max()) {
+      timer_ = loop.call_at(deadline_, [this] {
+        armed_ = false;  // firing: nothing to cancel
+        wake(fd_wake::timed_out);
+      });
+      armed_ = true;
+    }
+    id_ = sched.stoppables()->add(
+        {this, [](void* self) noexcept { static_cast<fd_awaiter*>(self)->wake_cancelled(); }});
+  } catch (...) {  // no timer or no registry entry (out of memory): not parked, and says why
+    if (armed_) loop.cancel(timer_);
+    armed_ = false;
+    loop.unwatch(fd_);
+    throw;
+  }
+  unit_ = &unit;
+  parked_ = true;
+  // Registered once parked: a stop already requested runs on_stop right here.
+  callback_.emplace(token_, on_stop{this});
+}
+// [end-snippet]
+
+fd_wake fd_awaiter::await_resume() {
+  callback_.reset();
+  if (unit_ != nullptr && id_ != 0) unit_->sched()->stoppables()->erase(std::exchange(id_, 0));
+  unit_ = nullptr;
+  if (cancelled_) throw task_cancelled();
+  return how_;
+}
+
+// Out of the loop: the descriptor unwatched (before anyone closes it), the deadline's timer gone.
+void fd_awaiter::leave_loop() noexcept {
+  if (!parked_) return;
+  parked_ = false;
+  event_loop& loop = unit_->sched()->loop();
+  loop.unwatch(fd_);
+  if (armed_) loop.cancel(timer_);
+  armed_ = false;
+}
+
+// On the loop thread, from the descriptor's callback, the timer's or a stop: the first one wins.
+void fd_awaiter::wake(fd_wake how) noexcept {
+  if (!parked_) return;
+  leave_loop();
+  how_ = how;
+  unit_->sched()->make_ready(unit_->resume, unit_);
+}
+
+void fd_awaiter::wake_cancelled() noexcept {
+  if (!parked_) return;  // woken already: the socket or the deadline came first
+  cancelled_ = true;
+  wake(fd_wake::ready);
+}
+
+void fd_awaiter::stop_requested() noexcept {
+  coro_scheduler& sched = *unit_->sched();
+  if (coro_scheduler::current() == &sched) {
+    wake_cancelled();  // on the loop thread, inside a coroutine (a first error): now
+    return;
+  }
+  post_stop(sched, id_);
+}
 
 }  // namespace clab::coro

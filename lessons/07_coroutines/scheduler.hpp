@@ -3,7 +3,8 @@
 // is its frame plus a 16-byte entry in the scheduler's sleep heap, which keeps ONE loop timer armed
 // for the earliest deadline. Look for: the sleep heap (the position each sleeper keeps, so a
 // destroyed or stopped sleep leaves it in O(log n)), the stop protocol that trusts a sleeper only
-// once the loop thread has found it still registered, and the detached units kept in a slab.
+// once the loop thread has found it still registered, the detached units kept in a slab, and
+// fd_awaiter: a socket wait is the same park, on the loop's epoll instead of the sleep heap.
 #pragma once
 
 #include <cassert>
@@ -395,8 +396,6 @@ class [[nodiscard]] stoppable_sleep {
     stoppable_sleep* self;
     void operator()() const noexcept { self->stop_requested(); }
   };
-  friend class detail::stoppable_registry;
-  struct remote_stop;
   void stop_requested() noexcept;
   void wake_cancelled() noexcept;
 
@@ -408,26 +407,78 @@ class [[nodiscard]] stoppable_sleep {
   std::optional<std::stop_callback<on_stop>> callback_;
 };
 
+/// How a socket wait (fd_awaiter) ended: the descriptor is ready (or reports an error or a hangup,
+/// which the next read or write tells), or its deadline came first.
+enum class fd_wake : std::uint8_t { ready, timed_out };
+
+/// co_await readable(fd, token, deadline) (or writable): parks the coroutine until `fd` is ready,
+/// with the descriptor watched on the scheduler's loop (its epoll) only while parked, so that the
+/// coroutine may close it as soon as it resumes. The await returns fd_wake::timed_out if a loop
+/// timer at `deadline` fires first (time_point::max(): none; a deadline already past returns at
+/// once), and throws task_cancelled if `token` is stopped, from any thread, as a stoppable sleep
+/// does. Destroying the frame meanwhile unwatches the descriptor and cancels the timer. Only in a
+/// coroutine run by a coro_scheduler (std::logic_error elsewhere).
+class [[nodiscard]] fd_awaiter {
+ public:
+  fd_awaiter(int fd, std::uint32_t events, std::stop_token token,
+             event_loop::clock::time_point deadline) noexcept
+      : fd_(fd), events_(events), deadline_(deadline), token_(std::move(token)) {}
+  fd_awaiter(const fd_awaiter&) = delete;
+  fd_awaiter& operator=(const fd_awaiter&) = delete;
+  ~fd_awaiter();
+  [[nodiscard]] bool await_ready() noexcept;
+  void await_suspend(std::coroutine_handle<> h);
+  fd_wake await_resume();
+
+ private:
+  struct on_stop {
+    fd_awaiter* self;
+    void operator()() const noexcept { self->stop_requested(); }
+  };
+  void stop_requested() noexcept;
+  void wake_cancelled() noexcept;
+  void wake(fd_wake how) noexcept;
+  void leave_loop() noexcept;
+
+  int fd_;
+  std::uint32_t events_;
+  event_loop::clock::time_point deadline_;
+  std::stop_token token_;
+  detail::coro_ctx* unit_ = nullptr;  // its unit, from await_suspend until await_resume
+  timer_handle timer_;                // the deadline's loop timer, while armed_
+  std::uint64_t id_ = 0;              // its number in the scheduler's registry (0: none)
+  bool parked_ = false;               // watched and waiting: no wake-up has come yet
+  bool armed_ = false;
+  bool cancelled_ = false;
+  fd_wake how_ = fd_wake::ready;
+  std::optional<std::stop_callback<on_stop>> callback_;
+};
+
 namespace detail {
-/// The stoppable sleeps now parked, by number: what a stop from another thread looks its sleeper up
-/// in, on the loop thread, instead of trusting a pointer that may name a freed frame. Shared with
-/// the posted stop requests, so one that arrives after the scheduler's end finds it empty. Loop
-/// thread only.
+/// The stoppable waits now parked (sleeps and socket waits), by number: what a stop from another
+/// thread looks its waiter up in, on the loop thread, instead of trusting a pointer that may name a
+/// freed frame. Shared with the posted stop requests, so one that arrives after the scheduler's end
+/// finds it empty. Loop thread only.
 class stoppable_registry {
  public:
-  std::uint64_t add(stoppable_sleep* s) {
-    live_.emplace(++last_id_, s);
+  /// A parked waiter and how to wake it cancelled.
+  struct waiter {
+    void* self;
+    void (*wake_cancelled)(void* self) noexcept;
+  };
+  std::uint64_t add(waiter w) {
+    live_.emplace(++last_id_, w);
     return last_id_;
   }
   void erase(std::uint64_t id) noexcept { live_.erase(id); }
-  /// The sleeper registered as `id`, still asleep, is woken cancelled; anything else is ignored.
+  /// The waiter registered as `id`, still parked, is woken cancelled; anything else is ignored.
   void stop(std::uint64_t id) noexcept {
     const auto it = live_.find(id);
-    if (it != live_.end()) it->second->wake_cancelled();
+    if (it != live_.end()) it->second.wake_cancelled(it->second.self);
   }
 
  private:
-  std::unordered_map<std::uint64_t, stoppable_sleep*> live_;
+  std::unordered_map<std::uint64_t, waiter> live_;
   std::uint64_t last_id_ = 0;
 };
 }  // namespace detail
@@ -457,6 +508,17 @@ inline stoppable_sleep sleep_for(const std::chrono::nanoseconds& d,
   return stoppable_sleep(event_loop::clock::now() + d, std::move(token));
 }
 inline yield_awaiter yield() noexcept { return {}; }
+/// Waits until `fd` is readable (or writable): see fd_awaiter.
+inline fd_awaiter readable(
+    int fd, std::stop_token token,
+    event_loop::clock::time_point deadline = event_loop::clock::time_point::max()) noexcept {
+  return fd_awaiter(fd, event_loop::readable, std::move(token), deadline);
+}
+inline fd_awaiter writable(
+    int fd, std::stop_token token,
+    event_loop::clock::time_point deadline = event_loop::clock::time_point::max()) noexcept {
+  return fd_awaiter(fd, event_loop::writable, std::move(token), deadline);
+}
 
 // ---- templates ----
 

@@ -3,6 +3,8 @@
 // throws usage_error, which main turns into one line and exit status 2.
 #include "lessons/common/lesson_cli.hpp"
 
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
@@ -135,6 +137,18 @@ plan check(const flags& f, const lesson_info& lesson) {
     throw usage_error("--seed: '" + f.seed + "' is not a whole number in 0-18446744073709551615");
   }
   p.workers = f.workers > 0 ? f.workers : available_cores();
+  // The requests an io run holds open at once: one per worker where a worker sits in its wait,
+  // every one where waits overlap (a loop's, or a thread per task). Room for a socket each here,
+  // and in the service started afterwards, which inherits the limit.
+  if (p.spec.kind == workload::io) {
+    const bool all_at_once = p.exec->plan.waits == wait_mode::nonblocking ||
+                             p.exec->plan.workers == worker_rule::one_per_task;
+    const std::size_t open =
+        all_at_once ? f.tasks : std::min<std::size_t>(f.tasks, static_cast<std::size_t>(p.workers));
+    if (const std::string why = ensure_descriptors(open); !why.empty()) {
+      throw usage_error("--tasks: " + why);
+    }
+  }
 
   const double work_s = static_cast<double>(f.tasks) * f.task_us / 1e6;
   if (work_s > k_max_work_s) {
@@ -226,6 +240,8 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["seed"] = p.spec.seed;
   j["deps"] = to_string(p.deps);
   if (pred.io_round_trip_ns > 0) j["io_round_trip_ns"] = pred.io_round_trip_ns;
+  if (pred.io_service_cpu_ns > 0) j["io_service_cpu_ns"] = pred.io_service_cpu_ns;
+  if (pred.io_round_trip_ns > 0) j["io_client_cpu_ns"] = pred.io_client_cpu_ns;
   j["sum_task_ns"] = tot.sum_ns;
   j["sum_cpu_ns"] = tot.sum_cpu_ns;
   j["max_task_ns"] = tot.max_ns;
@@ -302,6 +318,12 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["makespans_ns"] = run->makespans;
   j["cv"] = run->cv;
   j["task_stretch"] = run->task_stretch;
+  // This program's peak resident memory so far, in KiB (getrusage's ru_maxrss: the service and
+  // any worker processes are processes of their own and not counted). scripts/connections takes
+  // its growth between task counts as the memory per open connection.
+  rusage self{};
+  ::getrusage(RUSAGE_SELF, &self);
+  j["max_rss_kib"] = self.ru_maxrss;
   return j;
 }
 
@@ -401,6 +423,11 @@ void print_model(const prediction& pred, std::span<const task> tasks, const cali
           ", +%s per request past its wait (probed; %s with no wait)",
           format_ns(over / static_cast<std::int64_t>(std::max<std::size_t>(1, waits))).c_str(),
           format_ns(pred.io_round_trip_ns).c_str());
+      std::printf(", of it %s the client's CPU", format_ns(pred.io_client_cpu_ns).c_str());
+      if (pred.io_service_cpu_ns > 0) {
+        std::printf(", the service's CPU %s per request, queued",
+                    format_ns(pred.io_service_cpu_ns).c_str());
+      }
     } else {
       std::printf(c.waits == wait_mode::nonblocking ? ", +%s timer lateness per wait (probed)"
                                                     : ", +%s overshoot per wait",

@@ -1,7 +1,8 @@
 // Lesson 07 as a program: faults on coroutines (a throw fails its task only; one that computes
 // without suspending is named by the lag monitor, while it hangs too), --task-timeout-ms refused
 // with the coroutines' reason, cancellation and --errors first waking every sleeping coroutine at
-// once, and the list of executors. Every child is reaped and no descriptor is left open.
+// once, the io workload (every executor verified; a timeout accepted there, and --deps), and the
+// list of executors. Every child is reaped and no descriptor is left open.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,6 +77,41 @@ TEST_CASE("a throw fails its task only, on every coroutine executor", "[cli][07]
     CHECK(j["failed"][0]["id"] == 3);
     CHECK(j["failed"][0]["cause"] != k_cancelled);
   }
+}
+
+TEST_CASE("the io workload: every coroutine executor awaits its requests' sockets and verifies",
+          "[cli][07][io]") {
+  for (const char* executor : k_all) {
+    CAPTURE(executor);
+    // The lesson starts a service for the run and stops it (no child left: run_lesson checks).
+    const process_result r = lesson({"--executor", executor, "--workers", "2", "--tasks", "40",
+                                     "--workload", "io", "--task-us", "2000", "--json"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    const auto j = json_of(r);
+    CHECK(j["verified"] == true);
+    CHECK(j["completed"] == 40);
+  }
+}
+
+TEST_CASE("the io workload with --task-timeout-ms is accepted (it bounds each request), and --deps",
+          "[cli][07][io]") {
+  for (const char* executor : {"coroutines", "coroutines-mn"}) {
+    CAPTURE(executor);
+    const process_result r = lesson({"--executor", executor, "--tasks", "20", "--workload", "io",
+                                     "--task-us", "2000", "--task-timeout-ms", "5000", "--json"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(json_of(r)["verified"] == true);
+  }
+  // A DAG of requests: each task awaits its predecessors, then its own socket.
+  const process_result r = lesson({"--executor", "coroutines", "--deps", "dag", "--tasks", "30",
+                                   "--workload", "io", "--task-us", "2000", "--json"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  const auto j = json_of(r);
+  CHECK(j["verified"] == true);
+  CHECK(j["completed"] == 30);
 }
 
 TEST_CASE("a task timeout is refused: a coroutine cannot be interrupted while it computes",

@@ -51,7 +51,9 @@ TEST_CASE("a thread per task overlaps every wait: T ≈ max t_i, not Σ t_i", "[
   const checked_run r = check_waits(thread_per_task_executor(), 32, 20'000, 1, distribution::fixed);
   REQUIRE(r.verified.ok);
   CHECK(r.makespan_ns >= 20'000'000);  // physics: the longest wait
-  CHECK(r.makespan_ns < 30'000'000);   // all 32 overlap: Σ t_i would be 640 ms
+  // All 32 overlap: Σ t_i is 640 ms. (Not "< 30 ms": with four builds beside it on two cores,
+  // 32 threads once took 30.8 ms to start, wake and record.)
+  CHECK(r.makespan_ns < 640'000'000 / 10);
   // 32 threads wake within microseconds of each other and each must get a core to record its end
   // and exit. With another process holding one of the two cores, this was measured at up to 1.19
   // times the model (which prices thread starts calibrated on a quiet core); quiet, within 1.03.

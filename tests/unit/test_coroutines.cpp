@@ -3,6 +3,7 @@
 // every preset), the scheduler's sleeps, yields and priorities, cancellation through stop tokens,
 // when_all under both error policies and a million sleeping coroutines. No test asserts an
 // absolute time, only orders and ratios with generous bounds; every sleep is finite.
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -835,4 +836,97 @@ TEST_CASE("the lag monitor names a coroutine that runs long without suspending",
     if (r.label == 42 && !r.still_running && r.elapsed >= 20ms) after_return = true;
   }
   CHECK(after_return);
+}
+
+namespace {
+/// A connected pair of stream sockets, closed by the destructor.
+struct socket_pair {
+  int fd[2] = {-1, -1};
+  socket_pair() { REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd) == 0); }
+  ~socket_pair() {
+    ::close(fd[0]);
+    ::close(fd[1]);
+  }
+  socket_pair(const socket_pair&) = delete;
+  socket_pair& operator=(const socket_pair&) = delete;
+};
+
+/// Awaits `fd` readable, then reads one byte; returns it, or -1 if the deadline came first.
+task<int> read_one(int fd, std::stop_token token, event_loop::clock::time_point deadline) {
+  if (co_await readable(fd, std::move(token), deadline) == fd_wake::timed_out) co_return -1;
+  char c = 0;
+  REQUIRE(::read(fd, &c, 1) == 1);
+  co_return c;
+}
+}  // namespace
+
+TEST_CASE("a socket wait resumes once the descriptor is ready, and leaves the loop", "[07][fd]") {
+  event_loop loop;
+  coro_scheduler sched(loop);
+  socket_pair sp;
+  auto reader = sched.spawn(read_one(sp.fd[0], {}, event_loop::clock::time_point::max()));
+  // writable: a fresh socket is writable at once; then the byte that wakes the reader.
+  auto writer = [](int fd) -> task<void> {
+    co_await sleep_for(10ms);
+    CHECK(co_await writable(fd, {}) == fd_wake::ready);
+    REQUIRE(::write(fd, "x", 1) == 1);
+  };
+  sched.spawn(writer(sp.fd[1])).detach();
+  sched.run();  // returns: neither descriptor is watched any more
+  CHECK(reader.join() == 'x');
+  CHECK(loop.pending_timers() == 0);
+}
+
+TEST_CASE("a socket wait's deadline: timed_out, and a deadline past returns at once", "[07][fd]") {
+  event_loop loop;
+  coro_scheduler sched(loop);
+  socket_pair sp;  // nobody writes
+  const auto t0 = clock_type::now();
+  auto late = sched.spawn(read_one(sp.fd[0], {}, event_loop::clock::now() + 20ms));
+  auto past = sched.spawn(read_one(sp.fd[0], {}, event_loop::clock::now() - 1ms));
+  sched.run();
+  CHECK(late.join() == -1);
+  CHECK(past.join() == -1);
+  CHECK(seconds_since(t0) < 30.0 / 6);
+  CHECK(loop.pending_timers() == 0);
+}
+
+TEST_CASE("a stop wakes a socket wait from another thread, and on the loop thread", "[07][fd]") {
+  event_loop loop;
+  coro_scheduler sched(loop);
+  socket_pair a;
+  socket_pair b;
+  std::stop_source remote;
+  std::stop_source local;
+  auto far = sched.spawn(read_one(a.fd[0], remote.get_token(), event_loop::clock::now() + 30s));
+  auto near =
+      sched.spawn(read_one(b.fd[0], local.get_token(), event_loop::clock::time_point::max()));
+  loop.call_later(10ms, [&local] { local.request_stop(); });
+  std::thread requester([&] {
+    std::this_thread::sleep_for(20ms);
+    remote.request_stop();
+  });
+  const auto t0 = clock_type::now();
+  sched.run();
+  requester.join();
+  CHECK_THROWS_AS(far.join(), task_cancelled);
+  CHECK_THROWS_AS(near.join(), task_cancelled);
+  CHECK(seconds_since(t0) < 30.0 / 6);  // long before the 30 s deadline
+  CHECK(loop.pending_timers() == 0);
+}
+
+TEST_CASE("destroying a task parked on a socket unwatches it: the loop goes idle", "[07][fd]") {
+  event_loop loop;
+  socket_pair sp;
+  {
+    coro_scheduler sched(loop);
+    sched.spawn(read_one(sp.fd[0], {}, event_loop::clock::now() + 30s)).detach();
+    loop.call_later(10ms, [&loop] { loop.stop(); });
+    sched.run();  // stopped with the reader parked
+    CHECK(sched.live() == 1);
+  }  // the frame goes: its wait leaves the epoll and cancels its timer
+  CHECK(loop.pending_timers() == 0);
+  const auto t0 = clock_type::now();
+  loop.run();  // nothing left: returns at once
+  CHECK(seconds_since(t0) < 30.0 / 6);
 }

@@ -698,3 +698,33 @@ TEST_CASE("Amdahl and USL fits recover the parameters of synthetic curves", "[mo
   CHECK(fit_amdahl(plateau).serial_fraction > 0.2);
   CHECK(gustafson_speedup(0.1, 10) == Approx(9.1));
 }
+
+TEST_CASE("simulator: io requests queue at the service for its CPU, one per service thread",
+          "[models][simulate]") {
+  // Ten requests of wait 100 issued at once by one non-blocking worker; the service spends 10 on
+  // each. One service thread: the k-th request waits 10·k behind the others, so the last reply
+  // comes at 90 + 100. Two threads halve the queue; no probed CPU, no queue.
+  std::vector<task> ts(10, task{.wait_ns = 100, .io = io_endpoint{.port = 1}});
+  for (std::uint32_t i = 0; i < ts.size(); ++i) ts[i].id = i;
+  REQUIRE(ts[0].is_io());
+  sim_config c = cfg(placement::static_blocks, 1, 1, wait_mode::nonblocking);
+  CHECK(simulate(ts, c).makespan_ns == 100);
+  c.io_service_cpu_ns = 10;
+  c.io_service_threads = 1;
+  const sim_result one = simulate(ts, c);
+  CHECK(one.makespan_ns == 190);
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    CHECK(one.timeline[i].end_ns == 100 + 10 * static_cast<std::int64_t>(i));
+  }
+  c.io_service_threads = 2;
+  CHECK(simulate(ts, c).makespan_ns == 140);
+  // Blocking workers, one request each at a time: two workers send two at once, the second of
+  // each pair waits 10, and each worker's next request finds the service free again.
+  sim_config b = cfg(placement::static_blocks, 2, 2);
+  b.io_service_cpu_ns = 10;
+  CHECK(simulate(ts, b).makespan_ns == 5 * 100 + 10);
+  // A timer task (not io) never queues.
+  std::vector<task> timers(10, task{.wait_ns = 100});
+  for (std::uint32_t i = 0; i < timers.size(); ++i) timers[i].id = i;
+  CHECK(simulate(timers, c).makespan_ns == 100);
+}

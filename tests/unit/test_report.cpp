@@ -185,3 +185,14 @@ TEST_CASE("the report writes the CSV, the verdicts, the plot data and the page",
   CHECK_THAT(html.str(),
              Catch::Contains("<img src=\"makespan_cpu.png\"") && Catch::Contains("2 of 3 points"));
 }
+
+TEST_CASE("a script's markdown section becomes a heading, paragraphs and a table", "[report]") {
+  const std::string html = markdown_to_html(
+      "# Many connections\nLine one\nline two, `code` & <b>\n\n| a | b |\n|---|---|\n| 1 | `x` "
+      "|\n");
+  CHECK(html ==
+        "<h2>Many connections</h2>\n<p>Line one line two, <code>code</code> &amp; "
+        "&lt;b&gt;</p>\n<table>\n<tr><th class=l>a</th><th class=l>b</th></tr>\n"
+        "<tr><td class=l>1</td><td class=l><code>x</code></td></tr>\n</table>\n");
+  CHECK(markdown_to_html("").empty());
+}
