@@ -219,6 +219,16 @@ run_result run_asio_loop(std::span<const task> tasks, const run_options& options
   return std::move(run.slots).collect(1);
 }
 
+/// libuv opens a process-wide pipe with its first loop (uv_loop_init: the lock of its signal
+/// handling) and keeps it until the process exits. Opened here, at program start, so that a libuv
+/// run leaves the process's descriptors as it found them (what every test checks after a run).
+const bool k_libuv_pipe_opened = [] {
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) return false;
+  uv_loop_close(&loop);
+  return true;
+}();
+
 /// libuv's loop time is in whole milliseconds, truncated, and cached at the start of each turn:
 /// a timer of T ms armed at loop time L fires once the (truncated) time reaches L + T, which can
 /// be as little as T − 1 ms after it was armed. So a wait of w ms is armed as ⌈w⌉ + 1 ms, never
