@@ -2,12 +2,17 @@
 // timer's callback computes the CPU part, so one thread overlaps every wait. `blocking`: the same
 // loop, but each callback sleeps through its wait: one blocking call stalls every other task.
 // `loops`: P loops on P threads with the tasks dealt round robin, so CPU parts run min(P, cores)
-// wide while every wait still overlaps. Look for: nothing here blocks but the loop's own wait.
+// wide while every wait still overlaps. An io task's wait (workload io) is a request to the
+// service: `loop` and `loops` watch its socket with the loop's epoll and step the request on
+// each readiness, so 200 requests in flight are 200 descriptors in one epoll, not 200 threads.
+// Look for: nothing here blocks but the loop's own wait; and how a request is closed: unwatched
+// first, then closed, whether it finished, failed, timed out or was cancelled by a stop.
 #include <atomic>
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -51,7 +56,9 @@ class task_loop {
       entry& e = mine_[k];
       const task& t = run_.tasks[e.id];
       e.start_ns = ns_since(run_.options.origin);
-      if (t.wait_ns > 0 && !blocking_) {
+      if (t.is_io() && !blocking_) {
+        start_request(k);  // its wait is the socket's: watched, not timed
+      } else if (t.wait_ns > 0 && !blocking_) {
         const auto deadline =
             run_.options.origin + std::chrono::nanoseconds(e.start_ns + t.wait_ns);
         e.timer = loop_.call_at(
@@ -73,13 +80,18 @@ class task_loop {
   struct entry {
     std::uint32_t id = 0;
     std::int64_t start_ns = 0;
-    timer_handle timer;
+    timer_handle timer;  // the wait's timer; for an io task, its --task-timeout-ms timer
+    // An io task's request while it is in flight (null before and after): heap-allocated once
+    // per request, because the loop's callbacks hold its address and `mine_` is a vector.
+    std::unique_ptr<io_exchange> request;
+    io_exchange::want watching = io_exchange::want::done;  // the readiness the epoll asks for
   };
 
   // [snippet:loop-finish]
   /// The callback of task k: its wait is over (or, for `blocking`, it sleeps through it here, and
-  /// the loop with it), so compute its CPU part and record it.
-  void finish(std::size_t k) {
+  /// the loop with it), so compute its CPU part and record it. `body`: the checksum of an io
+  /// task's reply, once finish_request() has closed it (0 for a timer's task).
+  void finish(std::size_t k, std::uint64_t body = 0) {
     entry& e = mine_[k];
     if (run_.stopping.load(std::memory_order_relaxed)) {
       run_.slots.fail(e.id, std::string(k_cancelled));
@@ -88,7 +100,6 @@ class task_loop {
     const task& t = run_.tasks[e.id];
     task_record r{.id = e.id, .start_ns = e.start_ns, .worker = worker_};
     try {
-      std::uint64_t body = 0;
       if (blocking_) {
         r.start_ns = ns_since(run_.options.origin);
         body = blocking_wait(t);  // the flaw: the whole loop sleeps with this task
@@ -103,12 +114,109 @@ class task_loop {
   }
   // [end-snippet]
 
+  // [snippet:loop-io]
+  /// An io task: open its socket, start connecting, and watch the descriptor for what the request
+  /// wants next. With --task-timeout-ms a timer races the request: whichever comes first cancels
+  /// the other (finish_request() cancels the timer; the timer closes the request).
+  void start_request(std::size_t k) {
+    entry& e = mine_[k];
+    if (run_.stopping.load(std::memory_order_relaxed)) {  // a first error while starting
+      run_.slots.fail(e.id, std::string(k_cancelled));
+      return;
+    }
+    try {
+      e.request = std::make_unique<io_exchange>(run_.tasks[e.id], /*blocking=*/false);
+      const io_exchange::want w = e.request->start();
+      if (w == io_exchange::want::done) {
+        finish_request(k);
+        return;
+      }
+      watch_request(k, w);
+      if (run_.options.task_timeout) {
+        e.timer = loop_.call_later(
+            *run_.options.task_timeout, [this, k] { request_timed_out(k); }, e.id + 1);
+      }
+    } catch (...) {
+      fail_request(k, describe_current_exception());
+    }
+  }
+
+  /// Asks the epoll for the readiness the request wants: EPOLLOUT while it connects and sends,
+  /// EPOLLIN for the reply. Level-triggered, so an interest that stays the same stays armed and
+  /// costs no system call; only a change (write -> read, once the request is sent) re-arms it.
+  void watch_request(std::size_t k, io_exchange::want w) {
+    entry& e = mine_[k];
+    if (w == e.watching) return;
+    loop_.watch(
+        e.request->fd(),
+        w == io_exchange::want::write ? event_loop::writable : event_loop::readable,
+        [this, k](std::uint32_t /*events*/) { on_ready(k); }, e.id + 1);
+    e.watching = w;
+  }
+
+  /// The socket is ready (or in error: step() then finds out which error and throws): one step.
+  void on_ready(std::size_t k) {
+    try {
+      const io_exchange::want w = mine_[k].request->step();
+      if (w == io_exchange::want::done) {
+        finish_request(k);
+      } else {
+        watch_request(k, w);
+      }
+    } catch (...) {  // connection reset, service stopped, ...: this task fails, the loop goes on
+      fail_request(k, describe_current_exception());
+    }
+  }
+
+  /// The reply is whole: stop the timeout, unwatch, close, then compute and record as a timer's
+  /// callback does (finish() also reports a task cancelled meanwhile by a stop).
+  void finish_request(std::size_t k) {
+    entry& e = mine_[k];
+    const std::uint64_t body = e.request->body_checksum();
+    close_request(e);
+    finish(k, body);
+  }
+
+  /// The timeout won the race: close the request (the service's late reply goes nowhere).
+  void request_timed_out(std::size_t k) {
+    entry& e = mine_[k];
+    e.timer = {};  // fired: nothing to cancel
+    fail_request(k, io_timeout_cause(e.id, *run_.options.task_timeout));
+  }
+  // [end-snippet]
+
+  /// A request that failed or timed out: closed, and its task failed as a throw fails one.
+  void fail_request(std::size_t k, std::string cause) {
+    entry& e = mine_[k];
+    close_request(e);
+    run_.slots.fail(e.id, std::move(cause));
+    if (run_.options.on_error == error_policy::stop_at_first) run_.stop_all();
+  }
+
+  /// Unwatch before close: epoll forgets a closed descriptor by itself, but the loop's watcher
+  /// table would not, and a new socket may get the same number at once.
+  void close_request(entry& e) {
+    loop_.cancel(e.timer);
+    e.timer = {};
+    if (!e.request) return;
+    if (e.request->fd() >= 0) loop_.unwatch(e.request->fd());
+    e.request->close();
+    e.request.reset();
+    e.watching = io_exchange::want::done;
+  }
+
   /// A cancelled timer never runs its callback, so its task is reported here; a task whose
-  /// callback is already queued sees `stopping` when it runs.
+  /// callback is already queued sees `stopping` when it runs. A request in flight is closed now,
+  /// so the run never waits for a reply after its stop.
   void cancel_pending() {
     run_.stopping.store(true, std::memory_order_relaxed);
-    for (const entry& e : mine_) {
-      if (loop_.cancel(e.timer)) run_.slots.fail(e.id, std::string(k_cancelled));
+    for (entry& e : mine_) {
+      if (e.request) {
+        close_request(e);
+        run_.slots.fail(e.id, std::string(k_cancelled));
+      } else if (loop_.cancel(e.timer)) {
+        run_.slots.fail(e.id, std::string(k_cancelled));
+      }
     }
   }
 
@@ -204,8 +312,7 @@ run_result run_loops(std::span<const task> tasks, const run_options& options) {
 }
 
 constexpr std::string_view k_no_interrupt =
-    "a loop cannot interrupt a running callback (and a timer wait cannot hang; timeouts on waits "
-    "come with lesson 08's sockets)";
+    "a loop cannot interrupt a running callback (and a timer wait cannot hang)";
 
 }  // namespace
 
@@ -221,6 +328,8 @@ const executor& loop_executor() {
                .probe_wait_overshoot = true},
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_loop,
   };
   return e;
@@ -249,6 +358,8 @@ const executor& loops_executor() {
       .plan = k_loops_plan,
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_loops,
   };
   return e;

@@ -131,3 +131,23 @@ TEST_CASE("cancelling after M ms cancels every timer not yet fired: reported, ve
     for (const auto& f : j["failed"]) CHECK(f["cause"] == "cancelled before it started");
   }
 }
+
+TEST_CASE(
+    "the io workload on the loop: a service started for the run, every request verified, exit 0",
+    "[cli][05][io]") {
+  // The lesson starts an io_service child for the run and stops it before it exits (run_lesson
+  // checks that no child and no descriptor is left). --task-timeout-ms is accepted here: with
+  // --workload io it bounds each request, and 20 s never cuts a 2 ms one.
+  for (const std::vector<std::string>& more :
+       {std::vector<std::string>{}, std::vector<std::string>{"--task-timeout-ms", "20000"}}) {
+    std::vector<std::string> args{"--executor", "loop",      "--workload", "io",    "--tasks",
+                                  "40",         "--task-us", "2000",       "--json"};
+    args.insert(args.end(), more.begin(), more.end());
+    const process_result r = lesson(args);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    const auto j = json_of(r);
+    CHECK(j["verified"] == true);
+    CHECK(j["completed"] == 40);
+  }
+}
