@@ -99,7 +99,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("--workload io on every fiber executor: requests parked on their sockets, verified",
+TEST_CASE("the io workload on every fiber executor: requests parked on their sockets, verified",
           "[cli][06][io]") {
   for (const char* executor : {"fibers", "fibers-mn", "boost-fiber"}) {
     CAPTURE(executor);
