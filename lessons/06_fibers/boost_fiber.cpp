@@ -1,7 +1,9 @@
 // Lesson 06 — the reference row `boost-fiber`: every task a Boost.Fiber fiber that sleeps through
 // its wait on Boost's own timers (a condition variable's wait_until, so a stop can wake it), then
-// computes. P = 1: the calling thread with Boost's round_robin scheduler. P > 1: P threads with
-// Boost's work_stealing scheduler, in a forked child process per run. Look for: why the fork.
+// computes; an io task's fiber waits for its socket on a reactor thread instead (io_reactor).
+// P = 1: the calling thread with Boost's round_robin scheduler. P > 1: P threads with Boost's
+// work_stealing scheduler, in a forked child process per run. Look for: why the fork, and why a
+// reactor thread.
 //
 // Why P > 1 runs in a child process. Boost.Fiber 1.81's work_stealing (src/algo/work_stealing.cpp)
 // keeps its scheduler table in process-wide statics, set up once per process:
@@ -25,28 +27,38 @@
 // thread's queue fills: 200 tasks spawned on thread 0 of 2 all ran on thread 0. So this row uses
 // Boost's default (suspend = false), as Boost's own examples do: idle workers spin, looking for
 // fibers to steal, and at P > cores they take time slices from the workers that compute.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <boost/fiber/algo/round_robin.hpp>
 #include <boost/fiber/algo/work_stealing.hpp>
 #include <boost/fiber/condition_variable.hpp>
 #include <boost/fiber/fiber.hpp>
 #include <boost/fiber/fixedsize_stack.hpp>
+#include <boost/fiber/future.hpp>
 #include <boost/fiber/mutex.hpp>
 #include <boost/fiber/operations.hpp>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "lessons/06_fibers/boost_fiber_child.hpp"
 #include "lessons/06_fibers/executors.hpp"
 #include "workloads/execute.hpp"
+#include "workloads/io_exchange.hpp"
 
 namespace clab {
 namespace {
@@ -64,17 +76,149 @@ thread_local int this_worker = 0;  // the index of the thread this code runs on
 /// wait (work_stealing), and a thread_local's address computed before the wait would be stale.
 [[gnu::noinline]] int current_worker() { return this_worker; }
 
-/// The stop, as fibers can wait for it: a fiber sleeps on `wake_` until its deadline or the stop.
-/// request() may come from any thread (a fiber, the canceller's stop callback, the child's
-/// watcher thread); Boost.Fiber's mutex and condition variable work across threads.
+/// What ended an io task's wait on its socket.
+enum class io_wake : std::uint8_t { ready, stopped, timed_out };
+
+// [snippet:boost-fiber-reactor]
+/// Boost.Fiber has no reactor: its schedulers know ready fibers and timers, not descriptors. There
+/// are two ways to give it one. (1) A scheduling algorithm whose suspend_until(), called when its
+/// thread has nothing ready, waits in epoll_wait (as Boost's own Asio examples do with an
+/// io_context). (2) A reactor thread that watches every socket and fulfils a fiber's promise when
+/// its socket is ready. We take (2): under work_stealing an idle thread never suspends (it spins:
+/// suspend = false, see the top of the file) and a fiber may resume on any thread, so with (1) a
+/// socket watched by one thread's idle path could sit ready while that thread computes, and it
+/// would mean a new algorithm for each of Boost's two. The reactor works alike at P = 1 and P > 1
+/// through Boost's own cross-thread wake: a promise set from a thread that runs no fiber of ours.
+/// Its cost: one more thread per run, and per readiness a wake through the worker's remote ready
+/// queue (and its condition variable when the worker sleeps) instead of a loop's own callback.
+class io_reactor {
+ public:
+  io_reactor() {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = 0;  // the wake descriptor; waits are numbered from 1
+    if (epoll_fd_ < 0 || wake_fd_ < 0 ||
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
+      const int err = errno;
+      close_fds();
+      throw std::system_error(err, std::generic_category(), "boost-fiber: the io reactor");
+    }
+    thread_ = std::thread([this] { watch(); });
+  }
+  /// No wait may be parked any more (every task's fiber has ended).
+  ~io_reactor() {
+    quit_.store(true);
+    const std::uint64_t one = 1;
+    while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+    thread_.join();
+    close_fds();
+  }
+  io_reactor(const io_reactor&) = delete;
+  io_reactor& operator=(const io_reactor&) = delete;
+
+  /// From a fiber: parks it until `fd` is ready for `events` (EPOLLIN, EPOLLOUT; an error or a
+  /// hangup counts as ready), stop_all(), or `deadline`. The descriptor is no longer watched on
+  /// return. Throws std::system_error if epoll refuses it.
+  io_wake wait(int fd, std::uint32_t events, run_clock::time_point deadline) {
+    fibers::promise<io_wake> woken;
+    fibers::future<io_wake> result = woken.get_future();
+    std::uint64_t id = 0;
+    {
+      const std::lock_guard lock(mutex_);
+      if (stopped_) return io_wake::stopped;
+      id = next_id_++;
+      waiting_.emplace(id, &woken);
+      // One-shot: the reactor hears of the socket once, however long the fiber takes to wake.
+      epoll_event ev{};
+      ev.events = events | EPOLLONESHOT;
+      ev.data.u64 = id;
+      if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        const int err = errno;
+        waiting_.erase(id);
+        throw std::system_error(err, std::generic_category(), "boost-fiber: epoll_ctl");
+      }
+    }
+    // The park: Boost's scheduler runs other fibers until the promise is set or the deadline.
+    if (deadline == run_clock::time_point::max()) {
+      result.wait();
+    } else {
+      (void)result.wait_until(deadline);
+    }
+    const std::lock_guard lock(mutex_);
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);  // before the caller closes it
+    // Still listed: nobody set the promise, so the deadline came first (a readiness reported
+    // after this finds the number gone and is dropped).
+    if (waiting_.erase(id) == 1) return io_wake::timed_out;
+    return result.get();
+  }
+
+  /// Any thread: wakes every parked wait with `stopped`, and every later one returns it at once.
+  void stop_all() {
+    const std::lock_guard lock(mutex_);
+    stopped_ = true;
+    for (auto& [id, promise] : waiting_) promise->set_value(io_wake::stopped);
+    waiting_.clear();
+  }
+
+ private:
+  /// The reactor thread: epoll_wait, and a promise set per ready socket.
+  void watch() {
+    epoll_event events[64];
+    for (;;) {
+      const int n = ::epoll_wait(epoll_fd_, events, 64, -1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 || quit_.load()) return;
+      const std::lock_guard lock(mutex_);
+      for (int k = 0; k < n; ++k) {
+        const std::uint64_t id = events[k].data.u64;
+        if (id == 0) continue;  // a wake-up for quit_, which is checked above
+        if (const auto it = waiting_.find(id); it != waiting_.end()) {
+          it->second->set_value(io_wake::ready);
+          waiting_.erase(it);
+        }
+      }
+    }
+  }
+  void close_fds() noexcept {
+    if (epoll_fd_ >= 0) ::close(epoll_fd_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+  }
+
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  std::atomic<bool> quit_{false};
+  // A plain std::mutex, held for a few instructions and never across a park: the fiber locks it
+  // before it parks and after it wakes, maybe on another thread, in two separate scopes.
+  std::mutex mutex_;
+  std::unordered_map<std::uint64_t, fibers::promise<io_wake>*> waiting_;  // guarded by mutex_
+  std::uint64_t next_id_ = 1;                                             // guarded by mutex_
+  bool stopped_ = false;                                                  // guarded by mutex_
+  std::thread thread_;
+};
+// [end-snippet]
+
+/// True if some task waits on the service.
+bool has_io(std::span<const task> tasks) {
+  return std::any_of(tasks.begin(), tasks.end(), [](const task& t) { return t.is_io(); });
+}
+
+/// The stop, as fibers can wait for it: a fiber sleeps on `wake_` until its deadline or the stop,
+/// or parks in `reactor`'s wait (io tasks). request() may come from any thread (a fiber, the
+/// canceller's stop callback, the child's watcher thread); Boost.Fiber's mutex and condition
+/// variable work across threads.
 class stop_waker {
  public:
+  explicit stop_waker(io_reactor* reactor = nullptr) : reactor_(reactor) {}
   void request() {
     {
       const std::lock_guard lock(mutex_);
       stopped_ = true;
     }
     wake_.notify_all();
+    if (reactor_ != nullptr) reactor_->stop_all();  // and every request parked on its socket
   }
   [[nodiscard]] bool requested() {
     const std::lock_guard lock(mutex_);
@@ -87,6 +231,7 @@ class stop_waker {
   }
 
  private:
+  io_reactor* reactor_;
   fibers::mutex mutex_;
   fibers::condition_variable wake_;
   bool stopped_ = false;  // guarded by mutex_
@@ -99,11 +244,28 @@ struct fiber_run {
   error_policy on_error;
   result_slots& slots;
   stop_waker& waker;
+  io_reactor* reactor = nullptr;  // where the run has io tasks
+  std::optional<std::chrono::milliseconds> task_timeout;
 
   [[nodiscard]] bool stopping() { return slots.stopping() || waker.requested(); }
 
-  /// Task i as a fiber: its wait on Boost's timers (parked, the thread runs other fibers), then
-  /// the CPU part on whichever thread the fiber is on by then.
+  /// An io task's request, as straight-line code: each wait parks this fiber on the reactor until
+  /// the socket is ready (the thread runs other fibers meanwhile). Throws io_error.
+  io_wake request(const task& t, std::uint64_t& body) {
+    const auto deadline =
+        task_timeout ? run_clock::now() + *task_timeout : run_clock::time_point::max();
+    io_exchange ex(t, /*blocking=*/false);
+    for (auto w = ex.start(); w != io_exchange::want::done; w = ex.step()) {
+      const io_wake woke =
+          reactor->wait(ex.fd(), w == io_exchange::want::read ? EPOLLIN : EPOLLOUT, deadline);
+      if (woke != io_wake::ready) return woke;  // ex closes the socket, no longer watched
+    }
+    body = ex.body_checksum();
+    return io_wake::ready;
+  }
+
+  /// Task i as a fiber: its wait on Boost's timers, or its request on its socket (parked, the
+  /// thread runs other fibers), then the CPU part on whichever thread the fiber is on by then.
   void run_task(std::size_t i) {
     const task& t = tasks[i];
     if (stopping()) {
@@ -111,20 +273,35 @@ struct fiber_run {
       return;
     }
     task_record r{.id = t.id, .start_ns = ns_since(origin)};
-    if (t.wait_ns > 0 &&
-        !waker.sleep_until(origin + std::chrono::nanoseconds(r.start_ns + t.wait_ns))) {
-      slots.fail(t.id, std::string(k_cancelled));  // the stop came during the wait
-      return;
-    }
-    r.worker = current_worker();
     try {
-      r.checksum = compute(t);
+      std::uint64_t body = 0;
+      io_wake woke = io_wake::ready;
+      if (t.is_io()) {
+        woke = request(t, body);
+      } else if (t.wait_ns > 0 &&
+                 !waker.sleep_until(origin + std::chrono::nanoseconds(r.start_ns + t.wait_ns))) {
+        woke = io_wake::stopped;
+      }
+      if (woke == io_wake::timed_out) {  // given up at --task-timeout-ms
+        fail_task(t.id, io_timeout_cause(t.id, *task_timeout));
+        return;
+      }
+      if (woke == io_wake::stopped) {  // the stop came during the wait
+        slots.fail(t.id, std::string(k_cancelled));
+        return;
+      }
+      r.worker = current_worker();
+      r.checksum = io_checksum(t, compute(t), body);
       r.end_ns = ns_since(origin);
       slots.complete(r);
     } catch (...) {  // a throw fails this task only, unless the run stops at the first error
-      slots.fail(t.id, describe_current_exception());
-      if (on_error == error_policy::stop_at_first) waker.request();
+      fail_task(t.id, describe_current_exception());
     }
+  }
+
+  void fail_task(std::uint32_t id, std::string cause) {
+    slots.fail(id, std::move(cause));
+    if (on_error == error_policy::stop_at_first) waker.request();
   }
 
   /// Spawns a fiber per task on the calling thread's scheduler (Boost's default launch::post: each
@@ -143,8 +320,11 @@ struct fiber_run {
 /// P = 1: the calling thread, Boost's round_robin scheduler (its default), in this process.
 run_result run_one_thread(std::span<const task> tasks, const run_options& options) {
   result_slots slots(tasks.size(), options);
-  stop_waker waker;
-  fiber_run run{tasks, options.origin, options.on_error, slots, waker};
+  const std::unique_ptr<io_reactor> reactor =
+      has_io(tasks) ? std::make_unique<io_reactor>() : nullptr;
+  stop_waker waker(reactor.get());
+  fiber_run run{tasks, options.origin, options.on_error,    slots,
+                waker, reactor.get(),  options.task_timeout};
   {
     const std::stop_callback on_stop(options.stop, [&waker] { waker.request(); });
     this_worker = 0;
@@ -195,8 +375,10 @@ run_result run_in_fresh_process(std::span<const task> tasks, const run_options& 
     run_options local = options;
     local.stop = {};  // the parent's stop reaches this process through the stop pipe instead
     result_slots slots(tasks.size(), local);
-    // Never freed: the watcher thread may still touch it when the child _exits.
-    auto* waker = new stop_waker;
+    // Never freed: the watcher thread may still touch them when the child _exits (and the
+    // reactor's thread, parked in epoll_wait, ends with the child).
+    auto* reactor = has_io(tasks) ? new io_reactor : nullptr;
+    auto* waker = new stop_waker(reactor);
     std::thread([waker, fd = channel.stop_fd()] {
       char byte = 0;
       ssize_t n = 0;
@@ -204,7 +386,8 @@ run_result run_in_fresh_process(std::span<const task> tasks, const run_options& 
       }
       if (n == 1) waker->request();  // n == 0: the parent closed the pipe, the run is over
     }).detach();                     // the child's _exit ends it
-    fiber_run run{tasks, options.origin, options.on_error, slots, *waker};
+    fiber_run run{tasks,  options.origin, options.on_error,    slots,
+                  *waker, reactor,        options.task_timeout};
     run_work_stealing(run, p);
     const run_result r = std::move(slots).collect(p);
     for (const task_record& rec : r.records) channel.send({.record = rec});
@@ -273,6 +456,8 @@ const executor& boost_fiber_executor() {
           "a fiber cannot be interrupted while it computes (Boost.Fiber switches "
           "only when a fiber waits or yields)",
       .reference = true,
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_boost_fiber,
   };
   return e;

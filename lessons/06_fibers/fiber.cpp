@@ -90,6 +90,10 @@ struct this_fiber_access {
   static bool sleep_until(event_loop::clock::time_point deadline, const std::stop_token& stop) {
     return running("this_fiber::sleep_until").sleep_until(deadline, stop);
   }
+  static fd_wait wait_fd(const char* what, int fd, std::uint32_t events,
+                         const std::stop_token& stop, event_loop::clock::time_point deadline) {
+    return running(what).wait_fd(fd, events, stop, deadline);
+  }
   static int worker() noexcept {
     fiber_scheduler* s = fiber_scheduler::current();
     return s != nullptr ? s->worker_ : 0;
@@ -587,6 +591,78 @@ bool fiber_scheduler::sleep_until(event_loop::clock::time_point deadline,
   return slept;
 }
 
+// [snippet:fiber-wait-fd]
+/// One fiber parked on a descriptor. Three things may wake it, each a callback on the loop it
+/// parked on: the descriptor's readiness, the deadline's timer, a stop's post. The first to run
+/// undoes the other two (unwatches the descriptor, cancels the timer; a later post finds `woken`)
+/// and makes the fiber ready. So when the fiber runs again, maybe on another thread of a pool, no
+/// trace of its wait is left in that loop, whose state only that loop's thread may touch.
+struct fiber_scheduler::fd_wake {
+  fiber_scheduler* sched;  // whose loop watches the descriptor
+  fiber_ctl* fiber;
+  int fd;
+  timer_handle timer;          // the deadline's (none: no deadline)
+  std::atomic<int> owners{1};  // the fiber, and a stop's post once sent (heap-allocated then)
+  fd_wait why = fd_wait::ready;
+  bool woken = false;  // loop thread only
+
+  void wake(fd_wait reason) noexcept {
+    if (woken) return;  // a stop's post that came after the descriptor or the timer
+    woken = true;
+    why = reason;
+    sched->loop_.unwatch(fd);
+    sched->loop_.cancel(timer);  // does nothing if this is the timer firing, or there is none
+    sched->make_ready_back(fiber);
+  }
+  void release() noexcept {
+    if (owners.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+};
+
+/// The park behind this_fiber::wait_readable/wait_writable: as sleep_until(deadline, stop), with
+/// the descriptor as a third waker. The loop that runs this fiber's timers watches the socket in
+/// the same epoll set, so a thousand parked requests cost the thread nothing while they wait.
+fd_wait fiber_scheduler::wait_fd(int fd, std::uint32_t events, const std::stop_token& stop,
+                                 event_loop::clock::time_point deadline) {
+  if (stop.stop_requested()) return fd_wait::stopped;
+  fiber_ctl* self = running_;
+  // Only a stop's post can outlive the park (it may arrive after another waker won), so the
+  // record lives on this fiber's stack unless a stop is possible.
+  fd_wake local{this, self, fd, {}};
+  fd_wake* w = stop.stop_possible() ? new fd_wake{this, self, fd, {}} : &local;
+  bool watched = false;
+  try {
+    loop_.watch(
+        fd, events, [w](std::uint32_t /*events*/) { w->wake(fd_wait::ready); }, self->label);
+    watched = true;
+    if (deadline != event_loop::clock::time_point::max()) {
+      w->timer = loop_.call_at(
+          deadline, [w] { w->wake(fd_wait::timed_out); }, self->label);
+    }
+  } catch (...) {  // epoll refused the descriptor (or no room for the timer): nothing parked
+    if (watched) loop_.unwatch(fd);
+    if (w != &local) w->release();
+    throw;
+  }
+  {
+    // Any thread: ask the parking loop to wake us (see sleep_until(deadline, stop)).
+    const auto on_stop_requested = [w] {
+      w->owners.fetch_add(1, std::memory_order_relaxed);
+      w->sched->loop_.post([w] {
+        w->wake(fd_wait::stopped);
+        w->release();
+      });
+    };
+    std::optional<std::stop_callback<decltype(on_stop_requested)>> on_stop;
+    if (w != &local) on_stop.emplace(stop, on_stop_requested);
+    park({});  // the descriptor, the timer or the stop's post holds us
+  }
+  const fd_wait why = w->why;
+  if (w != &local) w->release();
+  return why;
+}
+// [end-snippet]
+
 void fiber_scheduler::overflowed(const fiber_ctl* f) noexcept {
   std::fprintf(stderr,
                "fiber %llu: stack overflow: the canary at the bottom of its %zu KiB stack was "
@@ -790,6 +866,18 @@ bool this_fiber::sleep_for(std::chrono::nanoseconds d, std::stop_token stop) {
 void this_fiber::sleep_for(std::chrono::nanoseconds d) {
   this_fiber_access::sleep_until(event_loop::clock::now() +
                                  std::chrono::duration_cast<event_loop::clock::duration>(d));
+}
+
+fd_wait this_fiber::wait_readable(int fd, std::stop_token stop,
+                                  event_loop::clock::time_point deadline) {
+  return this_fiber_access::wait_fd("this_fiber::wait_readable", fd, event_loop::readable, stop,
+                                    deadline);
+}
+
+fd_wait this_fiber::wait_writable(int fd, std::stop_token stop,
+                                  event_loop::clock::time_point deadline) {
+  return this_fiber_access::wait_fd("this_fiber::wait_writable", fd, event_loop::writable, stop,
+                                    deadline);
 }
 
 std::uint64_t this_fiber::label() noexcept { return this_fiber_access::label(); }

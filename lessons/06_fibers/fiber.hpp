@@ -35,6 +35,11 @@ enum class stack_kind { slab, guarded };
 
 class fiber_scheduler;
 class fiber_pool;
+
+/// What ended a park on a descriptor (this_fiber::wait_readable, wait_writable): the descriptor
+/// became ready (or reported an error or a hangup, which the next read or write will name), the
+/// stop was requested, or the deadline passed first.
+enum class fd_wait : std::uint8_t { ready, stopped, timed_out };
 template <class R>
 class fiber_handle;
 
@@ -207,7 +212,8 @@ class [[nodiscard]] fiber_handle {
 ///    first in line.) A tree of spawns then runs depth-first and holds about depth × fan-out
 ///    stacks, not one per node (skynet's 1 111 111 fibers on one thread).
 ///  - this_fiber::yield() moves the fiber to the BACK; the front fiber runs next.
-///  - A fiber woken by a timer (sleep_for) or by a finished fiber it joined goes to the BACK.
+///  - A fiber woken by a timer (sleep_for), by its descriptor (wait_readable) or by a finished
+///    fiber it joined goes to the BACK.
 ///    Timers wake in deadline order (the loop's rule), so sleepers wake in deadline order.
 ///  - Ready fibers run from loop callbacks, in batches: one loop callback resumes up to
 ///    max(ready fibers when it began, 64) of them, each switching straight to the next (one jump
@@ -301,6 +307,9 @@ class fiber_scheduler : public detail::failure_sink {
   void yield_slow() noexcept;
   void sleep_until(event_loop::clock::time_point deadline) noexcept;
   bool sleep_until(event_loop::clock::time_point deadline, const std::stop_token& stop);
+  struct fd_wake;  // one fiber parked on a descriptor (fiber.cpp)
+  fd_wait wait_fd(int fd, std::uint32_t events, const std::stop_token& stop,
+                  event_loop::clock::time_point deadline);
   [[noreturn]] void finish_fiber(detail::fiber_ctl* f) noexcept;
   [[noreturn]] static void fiber_main(detail::fiber_ctl* f, boost::context::fiber&& back);
   detail::fiber_ctl* pick_next() noexcept;
@@ -423,6 +432,21 @@ void sleep_for(std::chrono::nanoseconds d);
 [[nodiscard]] bool sleep_until(event_loop::clock::time_point deadline, std::stop_token stop);
 /// sleep_until(now + d, stop).
 [[nodiscard]] bool sleep_for(std::chrono::nanoseconds d, std::stop_token stop);
+/// Parks this fiber until `fd` (a non-blocking socket, a pipe, an eventfd: whatever epoll takes) is
+/// readable, a stop is requested on `stop` (from any thread), or `deadline` passes; the loop runs
+/// the others meanwhile. The park of a blocking read, without the blocked thread. Returns what
+/// came first; a stop requested before the call returns `stopped` without parking. An error or a
+/// hangup on `fd` counts as ready: the read that follows reports it. On return the loop no longer
+/// watches `fd` (close it whenever you like), and a second wait watches it afresh. One fiber per
+/// descriptor at a time. Throws std::system_error if epoll refuses `fd` (a regular file: EPERM).
+/// Costs two epoll_ctl calls (watch, unwatch), and one small allocation when `stop` can be stopped.
+[[nodiscard]] fd_wait wait_readable(
+    int fd, std::stop_token stop = {},
+    event_loop::clock::time_point deadline = event_loop::clock::time_point::max());
+/// As wait_readable(), until `fd` is writable (a connect has finished, a full send buffer drained).
+[[nodiscard]] fd_wait wait_writable(
+    int fd, std::stop_token stop = {},
+    event_loop::clock::time_point deadline = event_loop::clock::time_point::max());
 /// The running fiber's label (0 outside a fiber).
 [[nodiscard]] std::uint64_t label() noexcept;
 /// True while a fiber runs on this thread.

@@ -1,9 +1,10 @@
 // Lesson 06 — the task set on our own fibers (fiber.hpp). `fibers`: every task a fiber on one
 // thread and one loop; the task is straight-line code, and its wait, this_fiber::sleep_for, parks
-// the fiber on a loop timer rather than the thread. `fibers-mn`: P threads, each with its loop and
-// scheduler, ready fibers balanced between them by work stealing, so the CPU parts run
-// min(P, cores) wide while every wait still overlaps. Look for: run_task() reads like lesson 00's
-// serial loop body; nothing in it is a callback.
+// the fiber on a loop timer rather than the thread (an io task's request parks it on its socket
+// instead). `fibers-mn`: P threads, each with its loop and scheduler, ready fibers balanced
+// between them by work stealing, so the CPU parts run min(P, cores) wide while every wait still
+// overlaps. Look for: run_task() reads like lesson 00's serial loop body, and request() like a
+// blocking client; nothing in either is a callback.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include "lessons/06_fibers/executors.hpp"
 #include "lessons/06_fibers/fiber.hpp"
 #include "workloads/execute.hpp"
+#include "workloads/io_exchange.hpp"
 
 namespace clab {
 namespace {
@@ -30,6 +32,29 @@ struct fiber_run {
   run_stop stop;
 };
 
+// [snippet:fiber-io]
+/// An io task's wait: its request to the service, written as a blocking client would write it
+/// (blocking_request() is this loop with poll() where we park). Each wait parks this fiber until
+/// the socket is ready, and the thread runs the other fibers meanwhile: that is what a stackful
+/// fiber buys, straight-line code on a non-blocking socket. A stop, or the task timeout, wakes
+/// the fiber early and the request is given up; `ex` closes the socket on the way out (the loop
+/// stopped watching it when it woke us). Throws io_error, which fails this task only.
+fd_wait request(const fiber_run& run, const task& t, std::uint64_t& body) {
+  const auto deadline = run.options.task_timeout
+                            ? event_loop::clock::now() + *run.options.task_timeout
+                            : event_loop::clock::time_point::max();
+  io_exchange ex(t, /*blocking=*/false);
+  for (auto w = ex.start(); w != io_exchange::want::done; w = ex.step()) {
+    const fd_wait woke = w == io_exchange::want::read
+                             ? this_fiber::wait_readable(ex.fd(), run.stop.token(), deadline)
+                             : this_fiber::wait_writable(ex.fd(), run.stop.token(), deadline);
+    if (woke != fd_wait::ready) return woke;
+  }
+  body = ex.body_checksum();
+  return fd_wait::ready;
+}
+// [end-snippet]
+
 // [snippet:fiber-task]
 /// Task i, as a fiber runs it: straight through, as lesson 00 would, except that the wait parks
 /// this fiber on the loop (its thread runs the other fibers meanwhile) and the CPU part runs on
@@ -43,14 +68,24 @@ void run_task(fiber_run& run, std::uint32_t i) {
   task_record r{.id = i, .start_ns = ns_since(run.options.origin)};
   try {
     // A stop wakes the sleeper at once; its CPU part then never starts.
-    const bool slept = t.wait_ns <= 0 ||
-                       this_fiber::sleep_for(std::chrono::nanoseconds(t.wait_ns), run.stop.token());
-    if (!slept || run.slots.stopping()) {
+    std::uint64_t body = 0;  // an io task's reply, folded into its checksum
+    fd_wait woke = fd_wait::ready;
+    if (t.is_io()) {
+      woke = request(run, t, body);  // parked on its socket rather than on a timer
+    } else if (t.wait_ns > 0 &&
+               !this_fiber::sleep_for(std::chrono::nanoseconds(t.wait_ns), run.stop.token())) {
+      woke = fd_wait::stopped;
+    }
+    if (woke == fd_wait::timed_out) {  // the request was given up at --task-timeout-ms
+      run.slots.fail_error(i, io_timeout_cause(i, *run.options.task_timeout));
+      return;
+    }
+    if (woke == fd_wait::stopped || run.slots.stopping()) {
       run.slots.fail(i, std::string(k_cancelled));
       return;
     }
     r.worker = this_fiber::worker();  // after the park: a fiber may wake on another thread
-    r.checksum = compute(t);
+    r.checksum = io_checksum(t, compute(t), body);
     r.end_ns = ns_since(run.options.origin);
     run.slots.complete(r);
   } catch (...) {  // a throw fails this task only, unless the run stops at the first error
@@ -145,6 +180,8 @@ const executor& fibers_executor() {
                .probe_parked = true},
       .no_timeout_because = k_no_interrupt,
       .lag_monitor = true,
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_fibers,
   };
   return e;
@@ -157,6 +194,8 @@ const executor& fibers_mn_executor() {
       .summary = "every task a fiber, P threads with a loop each, ready fibers work-stolen",
       .plan = k_fibers_mn_plan,
       .no_timeout_because = k_no_interrupt,
+      .supports_io = true,
+      .timeout_cancels_waits = true,
       .run = run_fibers_mn,
   };
   return e;

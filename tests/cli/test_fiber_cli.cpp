@@ -1,7 +1,7 @@
 // Lesson 06 as a program: faults on fibers (a throw fails its task only; a fiber that computes
 // without parking holds its thread, and the lag monitor names it while it hangs), --task-timeout-ms
-// refused with the fibers' reason, cancellation, and the list of executors. Every child is reaped
-// and no descriptor is left open.
+// refused with the fibers' reason (accepted with --workload io), cancellation, the io workload on
+// every executor, and the list of executors. Every child is reaped and no descriptor is left open.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,6 +96,27 @@ TEST_CASE(
     CHECK(j["completed"].get<int>() + j["failed"].size() == 16);
     CHECK(j["failed"].size() > 0);
     for (const auto& f : j["failed"]) CHECK(f["cause"] == "cancelled before it started");
+  }
+}
+
+TEST_CASE("the io workload on every fiber executor: requests parked on their sockets, verified",
+          "[cli][06][io]") {
+  for (const char* executor : {"fibers", "fibers-mn", "boost-fiber"}) {
+    CAPTURE(executor);
+    if (CLAB_SANITIZED && std::string(executor) == "boost-fiber") continue;  // as above
+    // The lesson starts its own service child for the run, and reaps it (run_lesson checks).
+    const process_result r = lesson({"--executor", executor, "--workers", "2", "--tasks", "40",
+                                     "--workload", "io", "--task-us", "2000", "--json"});
+    CHECK(r.exit_code == 0);
+    const auto j = json_of(r);
+    CHECK(j["verified"] == true);
+    CHECK(j["completed"] == 40);
+    CHECK(j["failed"].empty());
+    // With io, --task-timeout-ms bounds each request instead of being refused.
+    const process_result t = lesson({"--executor", executor, "--tasks", "4", "--workload", "io",
+                                     "--task-us", "1000", "--task-timeout-ms", "5000", "--json"});
+    CHECK(t.exit_code == 0);
+    CHECK(json_of(t)["completed"] == 4);
   }
 }
 

@@ -1,8 +1,9 @@
 // Lesson 06's reference row, boost-fiber: Boost.Fiber's work_stealing cannot be set up twice in one
 // process (see lessons/06_fibers/boost_fiber.cpp), so the row runs P > 1 in a child process per
-// run. These tests run it verified many times in a row with P changing, as a sweep does, and check
-// that a stop cancels the tasks still waiting. Boost.Fiber's context switches are in Debian's
-// compiled library, which tells no sanitizer about them: under ASan or TSan these tests are
+// run. These tests run it verified many times in a row with P changing, as a sweep does, check
+// that a stop cancels the tasks still waiting, and run io tasks, whose requests park on a reactor
+// thread. Boost.Fiber's context switches are in Debian's compiled library, which tells no
+// sanitizer about them: under ASan or TSan these tests are
 // compiled out (k_sanitized), as false reports there would say nothing about this code.
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -11,11 +12,16 @@
 #include <thread>
 
 #include "lessons/06_fibers/executors.hpp"
+#include "support/io_runs.hpp"
 #include "support/sanitized.hpp"
 #include "support/task_sets.hpp"
 #include "workloads/verify.hpp"
 
 using namespace clab;
+
+namespace {
+[[maybe_unused]] const std::string k_service = IO_SERVICE;
+}  // namespace
 
 #if !(defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__))
 
@@ -78,6 +84,41 @@ TEST_CASE("boost-fiber: a stop cancels the waits not yet over, at P = 1 and P = 
     CHECK(r.stopped);
     for (const task_failure& f : r.failed) CHECK(f.cause == k_cancelled);
   }
+}
+
+#endif
+
+// ---- io tasks: each request parked on the reactor thread (boost_fiber.cpp's io_reactor) ----
+
+#if !(defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__))
+
+TEST_CASE("boost-fiber runs io tasks verified against serial's checksums, at P = 1, 2, 3",
+          "[06][boost-fiber][io]") {
+  CHECK(runs_io(boost_fiber_executor()));
+  for (int p : {1, 2, 3}) {
+    CAPTURE(p);
+    testing::check_io_run_verified(boost_fiber_executor(), p, k_service);
+  }
+}
+
+TEST_CASE("boost-fiber overlaps 200 io waits of 20 ms", "[06][boost-fiber][io]") {
+  const double one = testing::check_io_waits_overlap(boost_fiber_executor(), 1, k_service);
+  const double two = testing::check_io_waits_overlap(boost_fiber_executor(), 2, k_service);
+  WARN("makespan / sum of waits: boost-fiber P = 1 " << one << ", P = 2 " << two);
+}
+
+TEST_CASE("boost-fiber: killing the service mid-run fails the requests in flight, one line each",
+          "[06][boost-fiber][io][fault]") {
+  testing::check_service_killed_mid_run(boost_fiber_executor(), 1, k_service);
+  testing::check_service_killed_mid_run(boost_fiber_executor(), 2, k_service);
+}
+
+TEST_CASE("boost-fiber: a request unanswered at --task-timeout-ms is given up, a stop closes all",
+          "[06][boost-fiber][io][timeout][stop]") {
+  testing::check_request_timeout(boost_fiber_executor(), 1);
+  testing::check_request_timeout(boost_fiber_executor(), 2);
+  testing::check_stop_closes_parked_requests(boost_fiber_executor(), 1, k_service);
+  testing::check_stop_closes_parked_requests(boost_fiber_executor(), 2, k_service);
 }
 
 #endif

@@ -1,12 +1,14 @@
 // Lesson 06's engine: our fiber scheduler on lesson 05's loop. The order rules of spawn and yield,
-// parking on timers, join (results, exceptions), 100 000 parked fibers, the stack allocators'
-// mapping costs, M:N stealing, skynet, stack overflows (in forked children) and the lag monitor
-// naming a fiber that never parks. No test asserts a time, only orders and ratios; every wait has
-// a deadline so a broken scheduler fails instead of hanging, and each test checks its descriptors.
+// parking on timers and on sockets, join (results, exceptions), 100 000 parked fibers, the stack
+// allocators' mapping costs, M:N stealing, skynet, stack overflows (in forked children) and the lag
+// monitor naming a fiber that never parks. No test asserts a time, only orders and ratios; every
+// wait has a deadline so a broken scheduler fails instead of hanging, and each test checks its
+// descriptors.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -846,4 +848,141 @@ TEST_CASE("yield costs a few raw switches (measured, not asserted)", "[06][fiber
   const double yield_ns = seconds_since(t0) * 1e9 / (2.0 * rounds);
   WARN("raw switch " << raw_ns << " ns, yield " << yield_ns << " ns, ratio " << yield_ns / raw_ns);
   CHECK(yield_ns > 0);
+}
+
+// ---- parking on a descriptor (this_fiber::wait_readable / wait_writable) ----
+
+namespace {
+
+/// A connected pair of non-blocking stream sockets, closed on scope exit.
+struct socket_pair {
+  int fd[2] = {-1, -1};
+  socket_pair() {
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0);
+  }
+  ~socket_pair() {
+    ::close(fd[0]);
+    ::close(fd[1]);
+  }
+  socket_pair(const socket_pair&) = delete;
+  socket_pair& operator=(const socket_pair&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("a fiber parked on a socket wakes when it is readable, its thread runs others meanwhile",
+          "[06][fiber][fd]") {
+  fd_check fds;
+  event_loop loop;
+  fiber_scheduler fibers(loop);
+  socket_pair s;
+  std::vector<std::string> order;
+  fibers
+      .spawn([&] {
+        order.emplace_back("reader parks");
+        CHECK(this_fiber::wait_readable(s.fd[0]) == fd_wait::ready);
+        char c = 0;
+        CHECK(::read(s.fd[0], &c, 1) == 1);
+        order.push_back(std::string("reader read ") + c);
+      })
+      .detach();
+  fibers
+      .spawn([&] {
+        this_fiber::sleep_for(20ms);  // the reader stays parked through this
+        order.emplace_back("writer writes");
+        CHECK(this_fiber::wait_writable(s.fd[1]) == fd_wait::ready);  // an empty buffer: at once
+        CHECK(::write(s.fd[1], "x", 1) == 1);
+      })
+      .detach();
+  fibers.run();  // returns: nothing is left watched once the reader has woken
+  CHECK(order == std::vector<std::string>{"reader parks", "writer writes", "reader read x"});
+  CHECK(loop.pending_timers() == 0);
+}
+
+TEST_CASE("a park on a socket ends at its deadline or at a stop, and leaves it unwatched",
+          "[06][fiber][fd][stop]") {
+  fd_check fds;
+  event_loop loop;
+  fiber_scheduler fibers(loop);
+  socket_pair s;  // nobody ever writes to it
+  std::stop_source stop;
+  fd_wait by_deadline = fd_wait::ready;
+  fd_wait by_stop = fd_wait::ready;
+  fd_wait already = fd_wait::ready;
+  fibers
+      .spawn([&] {
+        by_deadline = this_fiber::wait_readable(s.fd[0], {}, event_loop::clock::now() + 10ms);
+        // The same descriptor again, now until a stop from another thread.
+        by_stop =
+            this_fiber::wait_readable(s.fd[0], stop.get_token(), event_loop::clock::now() + 10s);
+        already = this_fiber::wait_readable(s.fd[0], stop.get_token());  // no park at all
+      })
+      .detach();
+  const auto t0 = clock_type::now();
+  std::jthread stopper([&stop] {
+    std::this_thread::sleep_for(50ms);
+    stop.request_stop();
+  });
+  fibers.run();
+  CHECK(by_deadline == fd_wait::timed_out);
+  CHECK(by_stop == fd_wait::stopped);
+  CHECK(already == fd_wait::stopped);
+  CHECK(seconds_since(t0) < 5.0);  // half of the deadline that the stop cut short
+  CHECK(loop.pending_timers() == 0);
+  // A regular file: epoll refuses it, the fiber gets the error and nothing stays parked.
+  bool refused = false;
+  fibers
+      .spawn([&] {
+        std::FILE* f = std::tmpfile();
+        REQUIRE(f != nullptr);
+        try {
+          (void)this_fiber::wait_readable(::fileno(f));
+        } catch (const std::system_error&) {
+          refused = true;
+        }
+        std::fclose(f);
+      })
+      .detach();
+  fibers.run();
+  CHECK(refused);
+}
+
+TEST_CASE("M:N: 100 fibers parked on sockets on 3 threads all wake, and a stop wakes the rest",
+          "[06][pool][fd][stop]") {
+  fd_check fds;
+  fiber_pool pool(3);
+  std::vector<std::unique_ptr<socket_pair>> pairs;
+  for (int i = 0; i < 100; ++i) pairs.push_back(std::make_unique<socket_pair>());
+  std::stop_source stop;
+  std::atomic<int> read_ok{0};
+  std::atomic<int> stopped{0};
+  std::atomic<int> written{0};
+  for (int i = 0; i < 100; ++i) {
+    pool.spawn([&, i] {
+          this_fiber::sleep_for(1ms);  // woken on one thread, maybe resumed on another
+          if (this_fiber::wait_readable(pairs[i]->fd[0], stop.get_token()) == fd_wait::ready) {
+            char c = 0;
+            if (::read(pairs[i]->fd[0], &c, 1) == 1) read_ok.fetch_add(1);
+          } else {
+            stopped.fetch_add(1);
+          }
+        })
+        .detach();
+  }
+  // The even sockets get a byte from another thread 20 ms in; the odd ones a stop after that.
+  std::jthread writer([&] {
+    std::this_thread::sleep_for(20ms);
+    for (int i = 0; i < 100; i += 2) {
+      if (::write(pairs[i]->fd[1], "x", 1) == 1)
+        written.fetch_add(1);  // no Catch off the main thread
+    }
+    // Only once the readers have read (a stop first would rightly win their race), at most 10 s.
+    const auto deadline = clock_type::now() + 10s;
+    while (read_ok.load() < 50 && clock_type::now() < deadline) std::this_thread::sleep_for(1ms);
+    stop.request_stop();
+  });
+  pool.run();
+  CHECK(written.load() == 50);
+  CHECK(read_ok.load() == 50);
+  CHECK(stopped.load() == 50);
 }
