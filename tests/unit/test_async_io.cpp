@@ -266,7 +266,7 @@ TEST_CASE("lesson_08 --demo files: EPERM from epoll, three reads verified, nothi
   CHECK(count(" verified") >= 2);
 }
 
-TEST_CASE("lesson_08: --list names both executors; bad flags exit 2", "[io][08]") {
+TEST_CASE("lesson_08: --list names both executors, bad flags exit 2", "[io][08]") {
   const process_result list = lesson({"--list"});
   CHECK(list.exit_code == 0);
   CHECK_THAT(list.out, Catch::Contains("asio-io ") && Catch::Contains("asio-io-mt "));
