@@ -11,6 +11,7 @@
 #include "lessons/05_event_loop/executors.hpp"
 #include "lessons/06_fibers/executors.hpp"
 #include "lessons/07_coroutines/executors.hpp"
+#include "lessons/08_async_io/executors.hpp"
 
 namespace clab {
 
@@ -34,7 +35,7 @@ std::span<const executor* const> all_executors() {
         &blocking_executor(),      &loops_executor(),           &asio_loop_executor(),
         &libuv_executor(),         &fibers_executor(),          &fibers_mn_executor(),
         &coroutines_executor(),    &coro_priority_executor(),   &coroutines_mn_executor(),
-        &asio_coro_executor()};
+        &asio_coro_executor(),     &asio_io_executor(),         &asio_io_mt_executor()};
     if (!k_sanitizer_blind_rows_out) v.push_back(&boost_fiber_executor());
     return v;
   }();
