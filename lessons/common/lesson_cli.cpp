@@ -11,6 +11,8 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -223,6 +225,17 @@ std::string_view to_string(placement x) {
   return "?";
 }
 
+/// VmHWM from /proc/self/status (KiB), or getrusage's ru_maxrss where it cannot be read.
+long peak_rss_kib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  rusage self{};
+  ::getrusage(RUSAGE_SELF, &self);
+  return self.ru_maxrss;
+}
+
 nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
                                  std::span<const task> tasks, const calibration& machine,
                                  const prediction& pred, const checked_run* run) {
@@ -318,12 +331,10 @@ nlohmann::ordered_json json_line(const lesson_info& lesson, const plan& p,
   j["makespans_ns"] = run->makespans;
   j["cv"] = run->cv;
   j["task_stretch"] = run->task_stretch;
-  // This program's peak resident memory so far, in KiB (getrusage's ru_maxrss: the service and
-  // any worker processes are processes of their own and not counted). scripts/connections takes
-  // its growth between task counts as the memory per open connection.
-  rusage self{};
-  ::getrusage(RUSAGE_SELF, &self);
-  j["max_rss_kib"] = self.ru_maxrss;
+  // This program's peak resident memory during the runs, in KiB (VmHWM, reset just before them;
+  // the service and any worker processes are processes of their own and not counted).
+  // scripts/connections takes its growth between task counts as the memory per connection.
+  j["max_rss_kib"] = peak_rss_kib();
   return j;
 }
 
@@ -599,6 +610,9 @@ int run_lesson(const lesson_info& lesson, const std::string& program, const flag
       }
     });
   }
+  // The peak resident memory is taken over the runs only: the calibration's and the probes'
+  // peaks before them are forgotten (clear_refs 5 resets the high-water mark, Linux 4.0 on).
+  if (std::ofstream clear("/proc/self/clear_refs"); clear) clear << "5\n";
   const checked_run run = run_and_check(*p.exec, tasks, pred, opts, reference);
 
   if (f.json) {
