@@ -74,6 +74,7 @@ class silent_listener {
   silent_listener& operator=(const silent_listener&) = delete;
 
   [[nodiscard]] io_endpoint endpoint() const { return {INADDR_LOOPBACK, port_}; }
+  [[nodiscard]] std::uint16_t port() const { return port_; }
 
  private:
   int fd_ = -1;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "lessons/08_async_io/executors.hpp"
+#include "support/io_runs.hpp"
 #include "support/lesson_run.hpp"
 #include "support/sanitized.hpp"
 #include "support/subprocess.hpp"
@@ -34,52 +35,14 @@ using namespace clab;
 using clab::test::open_fd_count;
 using clab::test::process_result;
 using std::chrono::milliseconds;
+using testing::endpoint_of;
+using testing::io_tasks;
+using testing::no_child_left;
+using testing::silent_listener;
 
 namespace {
 
 const executor* const k_executors[] = {&asio_io_executor(), &asio_io_mt_executor()};
-
-/// n io tasks of `us` each, asking `service`.
-std::vector<task> io_tasks(std::size_t n, double us, const io_endpoint& service) {
-  return make_task_set(
-      {.tasks = n, .kind = workload::io, .task_us = us, .seed = 8, .service = service},
-      testing::machine().ns_per_iteration);
-}
-
-io_endpoint endpoint_of(const service_process& svc) {
-  return resolve_endpoint(svc.host(), svc.port());
-}
-
-bool no_child_left() {
-  int status = 0;
-  return ::waitpid(-1, &status, WNOHANG) == -1;
-}
-
-/// A TCP listener on 127.0.0.1:0 that never accepts: a client's connect completes (the kernel
-/// queues it), its request is taken, and no reply ever comes.
-class silent_listener {
- public:
-  silent_listener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd_, 64) == 0);
-    socklen_t len = sizeof a;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
-  }
-  ~silent_listener() { ::close(fd_); }
-  silent_listener(const silent_listener&) = delete;
-  silent_listener& operator=(const silent_listener&) = delete;
-  [[nodiscard]] io_endpoint endpoint() const { return {INADDR_LOOPBACK, port_}; }
-
- private:
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-};
 
 process_result lesson(std::vector<std::string> args) {
   return clab::test::run_lesson(LESSON_08, std::move(args));

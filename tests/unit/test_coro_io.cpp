@@ -22,6 +22,7 @@
 
 #include "lessons/00_serial/serial.hpp"
 #include "lessons/07_coroutines/executors.hpp"
+#include "support/io_runs.hpp"
 #include "support/subprocess.hpp"
 #include "workloads/io_exchange.hpp"
 #include "workloads/run.hpp"
@@ -32,6 +33,10 @@
 using namespace clab;
 using clab::test::open_fd_count;
 using std::chrono::milliseconds;
+using testing::endpoint_of;
+using testing::io_tasks;
+using testing::no_child_left;
+using testing::silent_listener;
 
 namespace {
 
@@ -50,20 +55,6 @@ std::vector<case_of> all_executors() {
           {&asio_coro_executor(), 1}};
 }
 
-/// n io tasks of `wait_us` each (no CPU part) asking `service`.
-std::vector<task> io_tasks(std::size_t n, double wait_us, const io_endpoint& service) {
-  task_set_spec spec;
-  spec.tasks = n;
-  spec.kind = workload::io;
-  spec.task_us = wait_us;
-  spec.service = service;
-  return make_task_set(spec, 1.0);
-}
-
-io_endpoint endpoint_of(const service_process& svc) {
-  return resolve_endpoint(svc.host(), svc.port());
-}
-
 /// measure() on a thread of its own, waited for at most `limit`: a run that does not return is
 /// stopped (options.stop) and the test fails, instead of hanging.
 run_result measure_bounded(const executor& exec, const std::vector<task>& tasks,
@@ -77,39 +68,6 @@ run_result measure_bounded(const executor& exec, const std::vector<task>& tasks,
   REQUIRE(in_time);
   return r;
 }
-
-/// True if this process has no child left, zombie or running.
-bool no_child_left() {
-  int status = 0;
-  return ::waitpid(-1, &status, WNOHANG) == -1;
-}
-
-/// A TCP listener on 127.0.0.1:0 that never replies: the kernel completes each connection (the
-/// backlog) and takes the request's bytes, and nobody ever answers. Closed by the destructor.
-class silent_listener {
- public:
-  silent_listener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd_, 128) == 0);
-    socklen_t len = sizeof a;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
-  }
-  ~silent_listener() { ::close(fd_); }
-  silent_listener(const silent_listener&) = delete;
-  silent_listener& operator=(const silent_listener&) = delete;
-  [[nodiscard]] std::uint16_t port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-};
 
 }  // namespace
 

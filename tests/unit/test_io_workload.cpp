@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "lessons/registry.hpp"
+#include "support/io_runs.hpp"
 #include "support/sanitized.hpp"
 #include "support/subprocess.hpp"
 #include "support/task_sets.hpp"
@@ -30,18 +31,6 @@ namespace {
 
 const std::string k_service = IO_SERVICE;
 
-/// n io tasks of `wait_us` each (fixed), asking the service at `port`.
-std::vector<task> io_tasks(std::size_t n, double wait_us, std::uint16_t port,
-                           std::uint64_t seed = 5) {
-  return make_task_set({.tasks = n,
-                        .kind = workload::io,
-                        .dist = distribution::fixed,
-                        .task_us = wait_us,
-                        .seed = seed,
-                        .service = resolve_endpoint("127.0.0.1", port)},
-                       testing::machine().ns_per_iteration);
-}
-
 bool mentions_lost_service(const std::string& cause) {
   return cause.find("connection reset") != std::string::npos ||
          cause.find("service stopped") != std::string::npos ||
@@ -55,7 +44,7 @@ TEST_CASE("every executor that runs io verifies an io run, the others are refuse
   const int fds_before = clab::test::open_fd_count();
   {
     service_process svc(k_service);
-    const auto ts = io_tasks(12, 2000, svc.port());
+    const auto ts = testing::io_tasks(12, 2000, testing::endpoint_of(svc));
     const auto ref = reference_checksums(ts);
     int ran = 0;
     for (const executor* e : all_executors()) {
@@ -80,7 +69,7 @@ TEST_CASE("every executor that runs io verifies an io run, the others are refuse
 
 TEST_CASE("a body changed in transit fails verification for that task only", "[io]") {
   service_process svc(k_service, {"--corrupt-task", "3"});
-  const auto ts = io_tasks(8, 1000, svc.port());
+  const auto ts = testing::io_tasks(8, 1000, testing::endpoint_of(svc));
   const auto ref = reference_checksums(ts);
   for (const char* name : {"serial", "static", "fork"}) {
     CAPTURE(name);
@@ -101,7 +90,7 @@ TEST_CASE("the service killed mid-run: each request in flight fails with one lin
   {
     service_process svc(k_service);
     // Long waits, so every request is in flight when the service dies 300 ms in.
-    const auto ts = io_tasks(6, 3'000'000, svc.port());
+    const auto ts = testing::io_tasks(6, 3'000'000, testing::endpoint_of(svc));
     const executor* e = find_executor("per-task");
     REQUIRE(e != nullptr);
     std::jthread killer([&svc] {
@@ -162,7 +151,7 @@ TEST_CASE("ten thousand requests at once from one loop: every one verified, the 
   REQUIRE(e != nullptr);
   REQUIRE(runs_io(*e));
   service_process svc(k_service);
-  const auto ts = io_tasks(n, 100'000, svc.port());
+  const auto ts = testing::io_tasks(n, 100'000, testing::endpoint_of(svc));
   const run_result r = measure(*e, ts, {.workers = 1});
   const verification v = verify(ts, r, reference_checksums(ts));
   INFO((v.problems.empty() ? std::string() : v.problems.front()));

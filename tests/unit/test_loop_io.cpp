@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "lessons/05_event_loop/executors.hpp"
+#include "support/io_runs.hpp"
 #include "support/subprocess.hpp"
 #include "support/task_sets.hpp"
 #include "workloads/io_exchange.hpp"
@@ -27,6 +28,10 @@
 using namespace clab;
 using clab::test::open_fd_count;
 using std::chrono::milliseconds;
+using testing::endpoint_of;
+using testing::io_tasks;
+using testing::no_child_left;
+using testing::silent_listener;
 
 namespace {
 
@@ -37,57 +42,12 @@ std::vector<const executor*> socket_executors() {
   return {&loop_executor(), &loops_executor(), &asio_loop_executor(), &libuv_executor()};
 }
 
-/// n io tasks of `us` µs each (fixed), asking `service`.
-std::vector<task> io_tasks(std::size_t n, double us, const io_endpoint& service,
-                           std::uint64_t seed = 5) {
-  return make_task_set({.tasks = n,
-                        .kind = workload::io,
-                        .dist = distribution::fixed,
-                        .task_us = us,
-                        .seed = seed,
-                        .service = service},
-                       testing::machine().ns_per_iteration);
-}
-
 /// What opens descriptors once per process and keeps them: the calibration, and libuv's first
 /// loop (a pipe for its signal handling). Done before a test counts its descriptors.
 void open_once_per_process() {
   const auto ts = testing::tasks_of(1, workload::wait, distribution::fixed, 10, 1);
   (void)measure(libuv_executor(), ts, {});
 }
-
-bool no_child_waiting() {
-  int status = 0;
-  return waitpid(-1, &status, WNOHANG) == -1;
-}
-
-/// A TCP listener on 127.0.0.1:0 that never answers: the kernel completes each connection from
-/// its backlog (to the client, accepted) and takes the request's bytes, but nothing reads them or
-/// replies. What a hung service looks like to a client.
-class silent_listener {
- public:
-  silent_listener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd_, 128) == 0);
-    socklen_t len = sizeof a;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-    port_ = ntohs(a.sin_port);
-  }
-  ~silent_listener() { ::close(fd_); }
-  silent_listener(const silent_listener&) = delete;
-  silent_listener& operator=(const silent_listener&) = delete;
-  [[nodiscard]] std::uint16_t port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-};
 
 }  // namespace
 
@@ -112,7 +72,7 @@ TEST_CASE("lesson 05 io: each socket executor completes 40 requests with serial'
     }
   }
   CHECK(open_fd_count() == fds_before);
-  CHECK(no_child_waiting());
+  CHECK(no_child_left());
 }
 
 TEST_CASE("lesson 05 io: one loop overlaps 200 requests of 20 ms in far less than their sum",
@@ -156,7 +116,7 @@ TEST_CASE("lesson 05 io: the service killed mid-run fails the requests in flight
       CHECK(f.cause.find('\n') == std::string::npos);
     }
     CHECK(took < std::chrono::seconds(4));  // did not wait out the 5 s replies
-    CHECK(no_child_waiting());
+    CHECK(no_child_left());
   }
   CHECK(open_fd_count() == fds_before);
 }
@@ -217,7 +177,7 @@ TEST_CASE("lesson 05 io: a stop closes the requests in flight, the run does not 
     }
   }
   CHECK(open_fd_count() == fds_before);
-  CHECK(no_child_waiting());
+  CHECK(no_child_left());
 }
 
 TEST_CASE("lesson 05 io: a failed request stops the run at the first error", "[05][io]") {
