@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -23,6 +24,8 @@
 #include "lessons/registry.hpp"
 #include "models/check.hpp"
 #include "workloads/calibration.hpp"
+#include "workloads/io_exchange.hpp"
+#include "workloads/service_process.hpp"
 #include "workloads/verify.hpp"
 
 namespace clab {
@@ -83,18 +86,42 @@ std::vector<point> plan_sweep(bool quick, int cores) {
         }
       }
     }
+    // io: each task's wait is one request to lesson 08's service (started by main for these
+    // points), answered after the task's time. The fixed distribution only, in both runs: the
+    // uneven ones are the wait workload's points again with a round trip added, and every
+    // executor that runs io has a row (the process executors' children make the requests too).
+    // Requests of 20 ms, not 5: N requests at once on one loop end within a millisecond of each
+    // other, give or take a wake-up of the service's or the client's thread (0.5-1 ms here),
+    // which at 5 ms was a tenth of the makespan of every non-blocking executor.
+    // The quick run sends half as many (two rounds at the largest P), to keep its two minutes.
+    const double io_task_us = 20'000;
+    const std::size_t io_tasks = quick ? n / 2 : n;
+    if (runs_io(*e)) {
+      for (int p : follows_p ? ps : std::vector<int>{1}) {
+        pts.push_back({"scaling",
+                       e,
+                       {.tasks = io_tasks,
+                        .kind = workload::io,
+                        .dist = distribution::fixed,
+                        .task_us = io_task_us,
+                        .seed = 1},
+                       p});
+      }
+    }
     // Granularity: where each executor's overhead starts to eat the work.
+    // (The quick run takes three sizes a decade or two apart: enough to draw where the curve
+    // bends, at a third of the full run's points, whose spacing is half a decade.)
     const std::vector<double> sizes = quick
-                                          ? std::vector<double>{1, 10, 100, 1000}
+                                          ? std::vector<double>{1, 30, 1000}
                                           : std::vector<double>{1, 3, 10, 30, 100, 300, 1000, 3000};
     for (double us : sizes) {
       // Enough tasks that the run lasts well past a thread start and a timer tick (about 10 ms
       // of work per core), at least 64; at most 16384 through a pool. Where every task starts its
       // own thread, at most 256 (1024 in the full run); its own process (2-8 ms each here), 64
-      // (256): past a few dozen starts the per-task cost is measured and the rest is waiting.
+      // (128): past a few dozen starts the per-task cost is measured and the rest is waiting.
       const bool one_each = e->plan.workers == worker_rule::one_per_task;
       const bool process_each = one_each && e->plan.worker_start != unit_cost::thread_start;
-      const double most = process_each ? (quick ? 64.0 : 256.0)
+      const double most = process_each ? (quick ? 64.0 : 128.0)
                           : one_each   ? (quick ? 256.0 : 1024.0)
                                        : 16384.0;
       const auto n_tasks =
@@ -112,14 +139,15 @@ std::vector<point> plan_sweep(bool quick, int cores) {
   return pts;
 }
 
-/// Repetitions of one point: the most (9) where its predicted runs fit the budget (3 s), never
+/// Repetitions of one point: the most (7) where its predicted runs fit the budget (2.5 s), never
 /// fewer than 3, so that a median and a spread exist; a quick run takes 3 of every point. The
 /// budget is what keeps the full sweep's time set by design: the slow points (a process per task,
-/// 16384 tasks through a pipe) get three runs, the fast ones every repetition.
+/// 16384 tasks through a pipe) get three runs, the fast ones every repetition. (9 and 3 s took
+/// the full make bench to 10 min 39 s once the io points came in.)
 int repetitions_for(double predicted_s, bool quick) {
   constexpr int k_least = 3;
-  constexpr int k_most = 9;
-  constexpr double k_budget_s = 3.0;
+  constexpr int k_most = 7;
+  constexpr double k_budget_s = 2.5;
   if (quick) return k_least;
   int reps = k_most;
   while (reps > k_least && reps * predicted_s > k_budget_s) --reps;
@@ -375,8 +403,36 @@ int main(int argc, char** argv) {
   // checksums (the serial computation of every task: seconds in all) are made once.
   std::map<std::tuple<std::size_t, workload, distribution, double, std::uint64_t>, const prepared*>
       made;
+  std::vector<point> planned;
   for (const point& pt : plan_sweep(quick, machine.cores)) {
-    if (!wanted(name_of(pt))) continue;
+    if (wanted(name_of(pt))) planned.push_back(pt);
+  }
+  // The io points' far end: one io_service child for the whole sweep, started only when an io
+  // point is wanted and stopped (and reaped) when main returns or the process dies.
+  std::optional<service_process> service;
+  std::size_t most_io_tasks = 0;
+  for (const point& pt : planned) {
+    if (pt.spec.kind == workload::io) most_io_tasks = std::max(most_io_tasks, pt.spec.tasks);
+  }
+  if (most_io_tasks > 0) {
+    // Every request of a point may be open at once (one connection each), in this process and
+    // in the service, which inherits the limit: raised before the service starts.
+    if (const std::string why = ensure_descriptors(most_io_tasks); !why.empty()) {
+      std::fprintf(stderr, "bench_sweep: the io points: %s\n", why.c_str());
+      return 2;
+    }
+    try {
+      service.emplace(find_io_service());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_sweep: the io points need lesson 08's service: %s\n", e.what());
+      return 1;
+    }
+    const io_endpoint at = resolve_endpoint(service->host(), service->port());
+    for (point& pt : planned) {
+      if (pt.spec.kind == workload::io) pt.spec.service = at;
+    }
+  }
+  for (const point& pt : planned) {
     auto p = std::make_unique<prepared>();
     p->pt = pt;
     const auto key =

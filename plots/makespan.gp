@@ -9,11 +9,11 @@ set xlabel "P (workers requested)"
 set ylabel "makespan (ms)"
 set yrange [0:*]
 set key outside right top
-do for [w in "cpu wait mixed"] {
+do for [w in "cpu wait mixed io"] {
   set output data."/makespan_".w.".".fmt
   f = data."/makespan_".w.".dat"
   m = data."/makespan_".w."_model.dat"
-  set multiplot layout 1, n_families title sprintf("Makespan against P: %d %s tasks of %g ms, %d cores (points measured, dashed predicted)", tasks, w, task_us / 1000, cores)
+  set multiplot layout 1, n_families title sprintf("Makespan against P: %d %s tasks of %g ms, %d cores (points measured, dashed predicted)", value("tasks_".w), w, value("task_us_".w) / 1000, cores)
   do for [k=0:n_families-1] {
     set title family_name(k)
     plot m using 1:2 with linespoints ls 100 pt 6 title "⌈N/P⌉·t", \

@@ -1,8 +1,8 @@
-// Lesson 08's loopback service on Boost.Asio and Boost.Beast: one io_context, one acceptor, and
-// one C++20 coroutine per connection. Each connection is its own coroutine, so a slow client
-// trickling its request in, or one waiting out a long timer, holds only its own frame: the others
-// are read, timed and answered meanwhile. That is the model lesson 08 teaches, used here as the
-// far end of its sockets.
+// Lesson 08's loopback service on Boost.Asio and Boost.Beast: one io_context, a few acceptors on
+// one port, and one C++20 coroutine per connection. Each connection is its own coroutine, so a slow
+// client trickling its request in, or one waiting out a long timer, holds only its own frame: the
+// others are read, timed and answered meanwhile. That is the model lesson 08 teaches, used here as
+// the far end of its sockets.
 //
 // Look for: session (read a request, wait, answer, again while the client keeps the connection
 // alive), wait_or_hang_up (a timer raced against the client closing its end), and the accept loop
@@ -22,6 +22,7 @@
 #include <charconv>
 #include <csignal>
 #include <cstdio>
+#include <memory>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -243,15 +244,32 @@ void run_io_service(const io_service_options& options,
 
   asio::io_context io(options.threads);
   asio::posix::stream_descriptor signals(io, sfd);  // owns sfd from here on
-  // The acceptor has a strand of its own: with --threads N the signal handler's close must not
-  // run on one thread while the accept loop touches the acceptor on another.
+  // The acceptors share a strand of their own: with --threads N the signal handler's close must
+  // not run on one thread while an accept loop touches its acceptor on another.
   const auto acceptor_strand = asio::make_strand(io);
-  tcp::acceptor acceptor(acceptor_strand);
-  const tcp::endpoint endpoint(asio::ip::make_address(options.host), options.port);
-  acceptor.open(endpoint.protocol());
-  acceptor.set_option(tcp::acceptor::reuse_address(true));
-  acceptor.bind(endpoint);
-  acceptor.listen(asio::socket_base::max_listen_connections);
+  // Several listening sockets on one port (SO_REUSEPORT, set before bind): the kernel spreads
+  // new connections over them by a hash of the client's address and port, and each has its own
+  // accept queue, as long as net.core.somaxconn allows (4096 on Debian 12). Ten thousand
+  // connect()s at once overflowed one queue here: the kernel dropped the handshakes it had no
+  // room for and each client retried a second later (TcpExt ListenOverflows counts them).
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::uint16_t port = options.port;  // 0 for the first: the kernel picks; the others take it
+  for (int i = 0; i < options.listeners; ++i) {
+    auto acceptor = std::make_unique<tcp::acceptor>(acceptor_strand);
+    const tcp::endpoint endpoint(asio::ip::make_address(options.host), port);
+    acceptor->open(endpoint.protocol());
+    acceptor->set_option(tcp::acceptor::reuse_address(true));
+    if (options.listeners > 1) {
+      const int on = 1;
+      if (::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
+        throw std::system_error(errno, std::generic_category(), "setsockopt SO_REUSEPORT");
+      }
+    }
+    acceptor->bind(endpoint);
+    acceptor->listen(asio::socket_base::max_listen_connections);
+    port = acceptor->local_endpoint().port();
+    acceptors.push_back(std::move(acceptor));
+  }
 
   signalfd_siginfo info{};
   signals.async_read_some(asio::buffer(&info, sizeof info),
@@ -259,12 +277,14 @@ void run_io_service(const io_service_options& options,
                             if (ec) return;
                             asio::post(acceptor_strand, [&] {
                               boost::system::error_code ignored;
-                              acceptor.close(ignored);  // no new connection from here on
+                              for (auto& a : acceptors) a->close(ignored);  // no new connection
                               io.stop();  // and the open ones are dropped: the parent asked us
                             });
                           });
-  asio::co_spawn(acceptor_strand, accept_loop(io, acceptor, options), asio::detached);
-  on_listening(acceptor.local_endpoint().port());
+  for (auto& a : acceptors) {
+    asio::co_spawn(acceptor_strand, accept_loop(io, *a, options), asio::detached);
+  }
+  on_listening(port);
 
   // The signal wait and the accept loop are outstanding work, so run() returns only on stop().
   std::vector<std::jthread> extra;

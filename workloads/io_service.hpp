@@ -25,6 +25,10 @@ struct io_service_options {
   std::string host = "127.0.0.1";  ///< loopback only: this machine allows no other traffic
   std::uint16_t port = 0;          ///< 0: an ephemeral port, reported once listening
   int threads = 1;                 ///< threads running the one io_context
+  /// Listening sockets on the one port (SO_REUSEPORT), each with its own accept queue: four hold
+  /// 16 384 connections not yet accepted where somaxconn is 4096, so that a burst of 10 000
+  /// connects is queued, not dropped.
+  int listeners = 4;
   std::chrono::milliseconds idle_timeout{30'000};  ///< a connection silent this long is closed
   /// A fault for the tests (--corrupt-task ID): the body for this task id is sent with its first
   /// byte changed, so a client's run must fail verification.

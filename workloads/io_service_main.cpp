@@ -54,6 +54,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 65535));
   app.add_option("--threads", options.threads, "threads running the io_context")
       ->check(CLI::Range(1, 256));
+  app.add_option("--listeners", options.listeners,
+                 "listening sockets on the port (SO_REUSEPORT), each with its own accept queue")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--port-fd", port_fd,
                  "write \"PORT\\n\" to this inherited descriptor once listening, then close it")
       ->check(CLI::Range(0, 1 << 20));

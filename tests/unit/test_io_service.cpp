@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -225,25 +227,74 @@ TEST_CASE("io service: 100 concurrent 50 ms requests overlap") {
   CHECK(open_fd_count() == fds);
 }
 
+namespace {
+
+/// `n` requests at once, one thread each, seed i for the i-th: the bodies in order ("" for a
+/// request that failed, which the caller's check then names).
+std::vector<std::string> concurrent_bodies(const service_process& svc, int n,
+                                           std::uint64_t wait_us) {
+  std::vector<std::string> bodies(static_cast<std::size_t>(n));
+  std::vector<std::jthread> clients;
+  for (int i = 0; i < n; ++i) {
+    clients.emplace_back([&, i] {
+      try {
+        bodies[i] = http_get_task(svc.host(), svc.port(), 1, wait_us, static_cast<unsigned>(i));
+      } catch (const std::exception&) {
+      }
+    });
+  }
+  clients.clear();  // joins them all
+  return bodies;
+}
+
+}  // namespace
+
 TEST_CASE("io service: --threads 4 serves concurrent requests correctly") {
   const int fds = open_fd_count();
   {
     service_process svc(k_service, {"--threads", "4"});
-    std::vector<std::string> bodies(32);
-    {
-      std::vector<std::jthread> clients;
-      for (int i = 0; i < 32; ++i) {
-        clients.emplace_back([&, i] {
-          try {
-            bodies[i] = http_get_task(svc.host(), svc.port(), 1, 5'000, static_cast<unsigned>(i));
-          } catch (const std::exception&) {
-          }
-        });
-      }
-    }
+    const std::vector<std::string> bodies = concurrent_bodies(svc, 32, 5'000);
     for (int i = 0; i < 32; ++i) CHECK(bodies[i] == io_body(static_cast<unsigned>(i)));
   }
   CHECK(open_fd_count() == fds);
+}
+
+namespace {
+
+/// Sockets listening on 127.0.0.1:port, from /proc/net/tcp (state 0A is LISTEN).
+int listening_sockets(std::uint16_t port) {
+  std::ifstream in("/proc/net/tcp");
+  char want[32];
+  std::snprintf(want, sizeof want, "0100007F:%04X", static_cast<unsigned>(port));
+  int n = 0;
+  std::string line;
+  std::getline(in, line);  // the header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    if (local == want && state == "0A") ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("io service: its listeners share one port and each has its own accept queue") {
+  const int fds = open_fd_count();
+  for (const int listeners : {1, 4}) {
+    CAPTURE(listeners);
+    service_process svc(k_service, {"--listeners", std::to_string(listeners)});
+    CHECK(listening_sockets(svc.port()) == listeners);
+    // Connections spread over the listeners by their source ports; every one is answered.
+    const std::vector<std::string> bodies = concurrent_bodies(svc, 64, 2'000);
+    for (int i = 0; i < 64; ++i) CHECK(bodies[i] == io_body(static_cast<unsigned>(i)));
+  }
+  CHECK(open_fd_count() == fds);
+  const test::process_result bad = test::run_process({k_service, "--listeners", "0"}, 30);
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.err, Catch::Contains("--listeners") && Catch::Contains("not in range 1 to 64"));
+  CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
 }
 
 TEST_CASE("io service: a malformed request gets 400 and the service goes on") {

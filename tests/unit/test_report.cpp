@@ -186,6 +186,37 @@ TEST_CASE("the report writes the CSV, the verdicts, the plot data and the page",
              Catch::Contains("<img src=\"makespan_cpu.png\"") && Catch::Contains("2 of 3 points"));
 }
 
+TEST_CASE("the io series draws its closed forms and its title from its own task size",
+          "[bench][report]") {
+  nlohmann::json j = sweep_json();  // cpu: 16 tasks of 5 ms
+  const std::string io =
+      "scaling/loop/io/fixed/n:8/p:1/us:20000/iterations:1/repeats:3/manual_time";
+  nlohmann::json median = entry(io, "median", 21.5, 21e6, 1);
+  median["tasks"] = 8;
+  median["task_us"] = 20000;
+  median["lesson"] = 5;
+  j["benchmarks"].push_back(median);
+  const sweep_report r = read_sweep(j);
+  REQUIRE(r.points.size() == 4);
+  CHECK(r.points[3].workload == "io");
+  CHECK(r.points[3].tolerance == Approx(0.10));
+  temp_dir dir;
+  write_plot_data(r, fit_scaling(r), nullptr, dir.path);
+  const auto line_of = [&](const char* file, const char* prefix) {
+    std::ifstream in(dir.path / file);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind(prefix, 0) == 0) return line;
+    }
+    return std::string("(none)");
+  };
+  // ⌈8/1⌉ · 20 ms, every part of it a wait: Σt / P as well.
+  CHECK(line_of("makespan_io_model.dat", "1 ") == "1 160.000 160.000");
+  CHECK(line_of("makespan_cpu_model.dat", "1 ") == "1 80.000 80.000");  // cpu keeps its own
+  CHECK(line_of("plotvars.gp", "task_us_io") == "task_us_io = 20000");
+  CHECK(line_of("plotvars.gp", "tasks_cpu") == "tasks_cpu = 16");
+  CHECK_THAT(line_of("makespan_io.dat", "1 "), Catch::StartsWith("1 21.500 21.000"));
+}
+
 TEST_CASE("a script's markdown section becomes a heading, paragraphs and a table", "[report]") {
   const std::string html = markdown_to_html(
       "# Many connections\nLine one\nline two, `code` & <b>\n\n| a | b |\n|---|---|\n| 1 | `x` "
